@@ -1,0 +1,213 @@
+"""The small layer helpers every model is built from.
+
+Each operation whose formulation we may want to change later (convolution, max-pooling,
+flatten order, initializers, activations) is created in exactly one function here, so a
+faster or differently-initialised variant is a one-line change for all 15 models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cifar_jax.errors import ConfigError
+
+# ------------------------------------------------------------------ activations
+# Names accepted by ``config.activation``. Every one except prelu is parameter-free.
+# prelu has one learnable slope per activation site (like torch's ``nn.PReLU()``), so it
+# adds trainable parameters: the counts in REPRODUCTION.md are for the reports' own
+# activation (relu, or gelu for the final 001 ResNet).
+ACTIVATIONS: tuple[str, ...] = (
+    "relu",
+    "leaky_relu",
+    "elu",
+    "gelu",
+    "silu",
+    "mish",
+    "prelu",
+)
+
+_ACTIVATION_FUNCTIONS: types.MappingProxyType[str, Callable[[jax.Array], jax.Array]] = (
+    types.MappingProxyType(
+        {
+            "relu": jax.nn.relu,
+            # torch.nn.LeakyReLU's default slope (flax/jax also default to 0.01).
+            "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.01),
+            "elu": jax.nn.elu,
+            # torch.nn.GELU's default is the exact erf form, not the tanh approximation.
+            "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+            "silu": jax.nn.silu,
+            "mish": jax.nn.mish,
+        }
+    )
+)
+
+PRELU_INIT = 0.25  # torch.nn.PReLU's default initial slope.
+
+
+def check_activation(name: str) -> str:
+    """Return ``name`` if it is a known activation, else raise a ConfigError naming the fix."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(
+            f"Unknown activation {name!r}. Allowed values: {', '.join(ACTIVATIONS)}. "
+            f"Fix: set --config.activation to one of them."
+        )
+    return name
+
+
+class Activation(nn.Module):
+    """One activation site. A module (not a function) so prelu can own its slope."""
+
+    kind: str = "relu"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kind = check_activation(self.kind)
+        if kind == "prelu":
+            slope = self.param("negative_slope", nn.initializers.constant(PRELU_INIT), ())
+            return jnp.where(x >= 0, x, slope.astype(x.dtype) * x)
+        return _ACTIVATION_FUNCTIONS[kind](x)
+
+
+# ------------------------------------------------------------------ initializers
+KERNEL_INITS: tuple[str, ...] = ("pytorch", "kaiming")
+
+
+def check_kernel_init(name: str) -> str:
+    """Return ``name`` if it is a known init scheme, else raise a ConfigError."""
+    if name not in KERNEL_INITS:
+        raise ConfigError(
+            f"Unknown kernel_init {name!r}. Allowed values: {', '.join(KERNEL_INITS)}. "
+            f"Fix: set --config.kernel_init to one of them."
+        )
+    return name
+
+
+def torch_uniform_bias_init(fan_in: int) -> nn.initializers.Initializer:
+    """torch's default bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+# torch's default weight init, kaiming_uniform(a=sqrt(5)): gain^2 = 2 / (1 + 5) = 1/3, so
+# U(-b, b) with b = sqrt(3 * (1/3) / fan_in) = 1/sqrt(fan_in).
+_TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+# torchvision ResNets: kaiming_normal_(mode="fan_out", nonlinearity="relu"), untruncated.
+_KAIMING_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+# ------------------------------------------------------------------ layers
+def conv(
+    features: int,
+    kernel_size: int,
+    *,
+    in_features: int,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    init: str = "pytorch",
+    name: str | None = None,
+) -> nn.Module:
+    """A square 2-D convolution with torch semantics: symmetric zero padding of ``padding``.
+
+    Explicit symmetric padding (not flax's "SAME") keeps strided convs aligned like torch's.
+    ``in_features`` is only needed for torch's fan-in dependent bias init. ``init`` is
+    "pytorch" (torch's default uniform weight and bias init) or "kaiming" (He normal,
+    fan_out, zero bias, as torchvision ResNets). This is the one place convolutions are
+    created, so a faster conv path can be swapped in here.
+    """
+    check_kernel_init(init)
+    fan_in = in_features * kernel_size * kernel_size
+    if init == "pytorch":
+        kernel_init, bias_init = _TORCH_KERNEL_INIT, torch_uniform_bias_init(fan_in)
+    else:
+        kernel_init, bias_init = _KAIMING_CONV_INIT, nn.initializers.zeros
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        name=name,
+    )
+
+
+def dense(
+    features: int,
+    *,
+    in_features: int,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> nn.Module:
+    """A fully connected layer with torch's default (nn.Linear) init.
+
+    torchvision keeps the Linear default even when convs use Kaiming init, so this does
+    not depend on ``kernel_init``.
+    """
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        kernel_init=_TORCH_KERNEL_INIT,
+        bias_init=torch_uniform_bias_init(in_features),
+        name=name,
+    )
+
+
+def batch_norm(*, train: bool, momentum: float, name: str | None = None) -> nn.Module:
+    """BatchNorm with torch's epsilon; batch statistics in training, running ones in eval."""
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, name=name)
+
+
+def dropout(rate: float, *, spatial: bool = False, name: str | None = None) -> nn.Module:
+    """Dropout; ``spatial=True`` drops whole channels of NHWC maps (torch's Dropout2d)."""
+    return nn.Dropout(rate, broadcast_dims=(1, 2) if spatial else (), name=name)
+
+
+# ------------------------------------------------------------------ pooling
+def max_pool2x2_window(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 max-pool as a reduce-window (gradient: select-and-scatter)."""
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+def max_pool2x2_reshape(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 max-pool as reshape + max, which avoids select-and-scatter on GPU.
+
+    Only for even spatial sizes; odd sizes fall back to the window form (which, like
+    torch's MaxPool2d, drops the last row/column).
+    """
+    n, h, w, c = x.shape
+    if h % 2 or w % 2:
+        return max_pool2x2_window(x)
+    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def max_pool2x2(x: jax.Array) -> jax.Array:
+    """The max-pool every model uses; change the formulation here and only here."""
+    return max_pool2x2_window(x)
+
+
+def flatten_nchw(x: jax.Array) -> jax.Array:
+    """Flatten NHWC maps in torch's NCHW order, so fc weights line up with torch's."""
+    return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+# ------------------------------------------------------------------ shared options
+@dataclasses.dataclass(frozen=True)
+class LayerOptions:
+    """Settings shared by every layer of a model (hashable, so a valid module field)."""
+
+    activation: str = "relu"
+    kernel_init: str = "pytorch"
+    bn_momentum: float = 0.9
