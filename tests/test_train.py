@@ -1,0 +1,248 @@
+"""The training spine: train step, sharding, end-to-end runs, results, resume."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cifar_jax import config_base, models, optim, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(**overrides):
+    """A seconds-long run: synthetic data, LeNet, a few steps."""
+    config = config_base.base_config()
+    config.update(
+        dict(
+            data_source="synthetic",
+            synthetic_train_examples=256,
+            synthetic_test_examples=100,
+            model="lenet",
+            optimizer="adam",
+            learning_rate=1e-3,
+            batch_size=32,
+            num_epochs=2,
+            log_every_steps=4,
+            random_crop_padding=2,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def _batch(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "image": jnp.asarray(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)),
+        "label": jnp.asarray(rng.integers(0, 10, n, dtype=np.int32)),
+    }
+
+
+def _step_fn(config, mesh):
+    model = models.build_model(config, 10)
+    tx = optim.create_optimizer(config, optax.constant_schedule(config.learning_rate))
+    replicated = NamedSharding(mesh, P())
+    state = train.create_train_state(model, tx, config.seed, replicated)
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    step = jax.jit(
+        train.make_train_step(model, tx, mean, std),
+        in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+        out_shardings=(replicated, replicated),
+    )
+    return state, step
+
+
+def test_train_step_lowers_loss_on_a_fixed_batch():
+    config = tiny_config(learning_rate=3e-3)
+    state, step = _step_fn(config, train.create_mesh())
+    batch = _batch()
+    losses = []
+    for _ in range(30):
+        state, m = step(state, batch)
+        losses.append(float(m.compute()["loss"]))
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert int(state.step) == 30
+
+
+def test_batch_norm_statistics_change_only_in_training():
+    config = tiny_config(model="resnet_small", widths=(8, 8, 8), stem_width=8)
+    state, step = _step_fn(config, train.create_mesh())
+    before = jax.tree.map(np.asarray, state.batch_stats)
+    assert jax.tree.leaves(before), "resnet_small must have BatchNorm statistics"
+    new_state, _ = step(state, _batch())
+    changed = jax.tree.map(lambda a, b: not np.allclose(a, b), before, new_state.batch_stats)
+    assert all(jax.tree.leaves(changed))
+
+
+def test_batch_size_the_devices_cannot_split_is_a_clear_error():
+    mesh = train.create_mesh()
+    with pytest.raises(train.ConfigError, match="positive multiple"):
+        train.check_batch_size(0, mesh)
+
+
+def test_cross_entropy_with_label_smoothing():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    labels = jnp.array([0])
+    log_p = jax.nn.log_softmax(logits)[0]
+    plain = float(train.cross_entropy(logits, labels, 0.0)[0])
+    assert plain == pytest.approx(-float(log_p[0]), rel=1e-6)
+    smooth = float(train.cross_entropy(logits, labels, 0.3)[0])
+    want = -(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])
+    assert smooth == pytest.approx(float(want), rel=1e-6)
+
+
+SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, numpy as np
+    sys.path.insert(0, {tests!r})
+    from test_train import tiny_config, _batch, _step_fn
+    from cifar_jax import train
+    assert jax.device_count() == 8, jax.devices()
+    config = tiny_config(model="resnet_small", widths=(8, 8, 8), stem_width=8, dropout_rate=0.3,
+                         optimizer="sgd", learning_rate=0.05)
+    out = {{}}
+    for name, devices in (("one", jax.devices()[:1]), ("eight", jax.devices())):
+        state, step = _step_fn(config, train.create_mesh(devices))
+        losses = []
+        for i in range(3):
+            state, m = step(state, _batch(32, seed=i))
+            losses.append(float(m.compute()["loss"]))
+        leaves = jax.tree.leaves((state.params, state.batch_stats))
+        out[name] = {{"losses": losses, "leaves": [np.asarray(x).ravel().tolist() for x in leaves]}}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_eight_device_step_matches_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    script = SHARDED_SCRIPT.format(tests=str(REPO / "tests"))
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["one"]["losses"], result["eight"]["losses"], rtol=1e-5)
+    for a, b in zip(result["one"]["leaves"], result["eight"]["leaves"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_train_and_evaluate_writes_results_logs_and_checkpoints(tmp_path):
+    config = tiny_config(val_examples=64)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "trainable_params",
+        "epochs",
+        "steps",
+        "train_seconds",
+        "train_images_per_second",
+        "compile_seconds",
+        "seed",
+        "state_sha256",
+        "config",
+    ):
+        assert key in on_disk, key
+    assert on_disk["trainable_params"] == 62006
+    assert on_disk["steps"] == 2 * (192 // 32) and on_disk["epochs"] == 2
+    assert 0.0 <= on_disk["test_accuracy"] <= 1.0
+    assert on_disk["state_sha256"] == results["state_sha256"]
+    assert on_disk["train_images_per_second"] > 0
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    splits = {r.get("split") for r in records}
+    assert {"train", "val", "test"} <= splits
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+    steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+    assert steps[-1] == on_disk["steps"]
+
+
+def test_same_seed_same_numbers_other_seed_differs(tmp_path):
+    a = train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path / "a"))
+    b = train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path / "b"))
+    c = train.train_and_evaluate(tiny_config(num_epochs=1, seed=1), str(tmp_path / "c"))
+    assert a["state_sha256"] == b["state_sha256"]
+    assert a["test_loss"] == b["test_loss"]
+    assert a["state_sha256"] != c["state_sha256"]
+
+
+def _main_cmd(workdir, *overrides):
+    return [
+        sys.executable, "-m", "cifar_jax.main", f"--config={REPO / 'configs' / 'lenet.py'}",
+        f"--workdir={workdir}", "--config.data_source=synthetic", "--config.batch_size=32",
+        "--config.synthetic_train_examples=512", "--config.synthetic_test_examples=64",
+        "--config.val_examples=0", "--config.num_epochs=4", "--config.log_every_steps=4",
+        "--config.checkpoint_every_steps=4", *overrides,
+    ]  # fmt: skip
+
+
+def _committed_steps(workdir: Path) -> list[int]:
+    root = workdir / "checkpoints"
+    if not root.exists():
+        return []
+    return sorted(
+        int(d.name) for d in root.iterdir()
+        if d.name.isdigit() and (d / "commit_success.txt").exists()
+    )  # fmt: skip
+
+
+def test_kill_and_resume_gives_bitwise_identical_params(tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(_main_cmd(straight), check=True, capture_output=True, timeout=600)
+    expected = json.loads((straight / "results.json").read_text())
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_main_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_committed_steps(killed)) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "results.json").exists(), "the run finished before it could be killed"
+    assert _committed_steps(killed), "no checkpoint was written before the kill"
+    out = subprocess.run(_main_cmd(killed), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed from checkpoint" in out.stdout
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["resumed_from_step"] > 0
+    assert resumed["state_sha256"] == expected["state_sha256"]
+    assert resumed["test_loss"] == expected["test_loss"]
+
+
+def test_unknown_config_field_is_rejected_without_traceback(tmp_path):
+    out = subprocess.run(
+        _main_cmd(tmp_path / "w", "--config.learnin_rate=0.1"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "learnin_rate" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_lenet_learns_real_cifar10(tmp_path, real_data_root):
+    config = config_base.base_config()
+    config.update(
+        dict(
+            data_dir=str(real_data_root / "cifar10"), data_source="files", model="lenet",
+            optimizer="adam", learning_rate=2e-3, batch_size=128, max_train_examples=5000,
+            num_epochs=8, normalization="half", random_crop_padding=0, random_flip=True,
+            eval_batch_size=1000, log_every_steps=20,
+        )
+    )  # fmt: skip
+    results = train.train_and_evaluate(config, str(tmp_path))
+    # Chance is 10%; the full 10,000-image real test set is evaluated.
+    assert results["test_accuracy"] > 0.35, results["test_accuracy"]
