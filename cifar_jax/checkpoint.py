@@ -19,20 +19,25 @@ from absl import logging
 
 from cifar_jax.errors import CheckpointError
 
+LATEST = "checkpoints"  # periodic checkpoints, the newest `keep_checkpoints` kept
+BEST = "best"  # the checkpoint with the best validation metric so far (one kept)
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+def checkpoint_dir(workdir: str, name: str = LATEST) -> str:
+    return os.path.join(os.path.abspath(workdir), name)
 
 
-def create_manager(workdir: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
-    """A manager for ``<workdir>/checkpoints`` keeping the newest ``keep`` checkpoints."""
+def create_manager(
+    workdir: str, keep: int, read_only: bool = False, name: str = LATEST
+) -> ocp.CheckpointManager:
+    """A manager for ``<workdir>/<name>`` keeping the newest ``keep`` checkpoints."""
     if keep < 1:
         raise CheckpointError(f"keep_checkpoints={keep} must be >= 1.")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only
     )
     return ocp.CheckpointManager(
-        checkpoint_dir(workdir), options=options, item_names=("state", "data")
+        checkpoint_dir(workdir, name), options=options, item_names=("state", "data")
     )
 
 
