@@ -29,8 +29,13 @@ def get_config() -> ml_collections.ConfigDict:
     # Augmentation: flip (p=0.5) + random crop 32 with padding 4.
     config.random_flip = True
     config.random_crop_padding = 4
-    # NOT YET: RandomRotation(15 degrees).
-    # NOT YET: ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2).
+    # RandomRotation(15) and ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)
+    # (the report lists rotation before jitter; cifar_jax applies jitter first, see
+    # cifar_jax/data/augment.py: the two orders differ only in the rotated-in corners).
+    config.random_rotation = 15.0
+    config.color_jitter_brightness = 0.2
+    config.color_jitter_contrast = 0.2
+    config.color_jitter_saturation = 0.2
     # The report's mean/std are the data set's true per-channel statistics.
     config.normalization = "mean_std"
 
@@ -39,10 +44,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 1e-3
     config.weight_decay = 1e-4  # torch Adam weight_decay: coupled L2.
     config.grad_clip_norm = 1.0  # "We use max norm = 1.0".
-    # NOT YET: ReduceLROnPlateau on validation loss (factor 0.5, patience 3, min_lr 1e-6).
-    config.schedule = "constant"  # stands in for the plateau scheduler until it exists.
+    # ReduceLROnPlateau on validation loss: factor 0.5, patience 3, min_lr 1e-6.
+    config.schedule = "plateau"
+    config.plateau_metric = "val_loss"
+    config.plateau_factor = 0.5
+    config.plateau_patience = 3
+    config.plateau_min_lr = 1e-6
     config.warmup_epochs = 0.0
-    # NOT YET: early stopping on validation accuracy, patience 5, keeping the best model.
+    # Early stopping on validation accuracy, patience 5; "save model with best validation
+    # accuracy", which the final test then uses. (The report's extra "5%" criterion
+    # contradicts its own "no improvement for 5 epochs"; the latter is implemented.)
+    config.best_metric = "val_accuracy"
+    config.early_stopping_patience = 5
+    config.test_checkpoint = "best"
     config.batch_size = 64
     config.num_epochs = 20
     return config

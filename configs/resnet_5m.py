@@ -27,10 +27,17 @@ def get_config() -> ml_collections.ConfigDict:
     # Augmentation: RandomCrop(32, padding=4) + RandomHorizontalFlip.
     config.random_crop_padding = 4
     config.random_flip = True
-    # NOT YET: ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2).
-    # NOT YET: RandomRotation(15 degrees).
-    # NOT YET: RandomErasing(p=0.5, scale=(0.02, 0.2)) after normalization.
+    # ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2), RandomRotation(15).
+    config.color_jitter_brightness = 0.2
+    config.color_jitter_contrast = 0.2
+    config.color_jitter_saturation = 0.2
+    config.random_rotation = 15.0
     config.normalization = "half"  # Normalize((0.5,)*3, (0.5,)*3).
+    # RandomErasing(p=0.5, scale=(0.02, 0.2)) after Normalize: torchvision's default
+    # ratio (0.3, 3.3) and value 0, i.e. the erased box becomes mid-gray (0.5).
+    config.random_erasing_prob = 0.5
+    config.random_erasing_scale = (0.02, 0.2)
+    config.random_erasing_ratio = (0.3, 3.3)
 
     # Optimization.
     config.optimizer = "sgd"
@@ -38,9 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.momentum = 0.9
     config.nesterov = False
     config.weight_decay = 5e-4  # torch SGD weight_decay: coupled L2.
-    # NOT YET: StepLR(step_size=10 epochs, gamma=0.1). Cosine is the closest available
-    # decaying schedule (both end near 1e-5 after 40 epochs).
-    config.schedule = "cosine"
+    # StepLR(step_size=10, gamma=0.1), stepped once per epoch: 0.01, 1e-3, 1e-4, 1e-5.
+    config.schedule = "step"
+    config.lr_step_epochs = 10
+    config.lr_step_gamma = 0.1
     config.warmup_epochs = 0.0
     config.batch_size = 64
     config.num_epochs = 40

@@ -301,12 +301,38 @@ def test_activation_definitions_match_torch_defaults():
         module = layers.Activation(kind)
         return module.apply(module.init(jax.random.key(0), x), x)
 
+    np.testing.assert_allclose(act("relu"), jnp.maximum(x, 0.0), atol=0)
+    np.testing.assert_allclose(act("silu"), x / (1 + jnp.exp(-x)), atol=1e-6)
     np.testing.assert_allclose(act("leaky_relu"), jnp.where(x >= 0, x, 0.01 * x), atol=1e-7)
     exact_gelu = 0.5 * x * (1 + erf(x / math.sqrt(2)))
     np.testing.assert_allclose(act("gelu"), exact_gelu, atol=1e-6)
     np.testing.assert_allclose(act("mish"), x * jnp.tanh(jax.nn.softplus(x)), atol=1e-6)
     np.testing.assert_allclose(act("elu"), jnp.where(x > 0, x, jnp.expm1(x)), atol=1e-6)
     np.testing.assert_allclose(act("prelu"), jnp.where(x >= 0, x, 0.25 * x), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "model_name,overrides,sites",
+    [
+        ("lenet", {}, 4),  # 2 conv + 2 hidden fc
+        ("resnet_small", {"widths": (8, 8, 8), "stem_width": 8}, 13),  # stem + 2 x 6 blocks
+    ],
+)
+def test_config_activation_reaches_every_activation_site(model_name, overrides, sites):
+    for activation in ACTIVATIONS:
+        model = build_model(make_config(model_name, activation=activation, **overrides), 10)
+        variables = abstract_variables(model)  # shapes only: tracing is enough
+        kinds = []
+
+        def record(next_fun, args, kwargs, context, kinds=kinds):
+            if isinstance(context.module, layers.Activation):
+                kinds.append(context.module.kind)
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record):
+            x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+            jax.eval_shape(lambda v, x=x, model=model: model.apply(v, x, train=False), variables)
+        assert kinds == [activation] * sites, (activation, kinds)
 
 
 def test_prelu_adds_one_trainable_slope_per_activation_site():

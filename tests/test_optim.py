@@ -96,3 +96,43 @@ def test_grad_clipping_bounds_the_update():
     p, g = jnp.zeros(2), jnp.array([30.0, 40.0])  # norm 50
     config = _config(optimizer="sgd", momentum=0.0, learning_rate=1.0, grad_clip_norm=1.0)
     np.testing.assert_allclose(_one_update(config, p, g), [-0.6, -0.8], rtol=1e-6)
+
+
+def _torch_rmsprop(p, grads, lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    """torch.optim.RMSprop(centered=False), written out."""
+    p, v, buf = np.array(p, np.float64), np.zeros(len(p)), np.zeros(len(p))
+    for g in grads:
+        g = np.asarray(g, np.float64) + weight_decay * p
+        v = alpha * v + (1 - alpha) * g * g
+        step = g / (np.sqrt(v) + eps)  # eps outside the square root
+        if momentum:
+            buf = momentum * buf + step
+            step = buf
+        p = p - lr * step
+    return p
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rmsprop_matches_torch_formula(momentum):
+    p = jnp.array([1.0, -2.0, 0.5])
+    grads = [jnp.array([0.3, -1e-3, 2.0]) * (k + 1) for k in range(3)]
+    config = _config(
+        optimizer="rmsprop", learning_rate=0.01, rmsprop_momentum=momentum, weight_decay=0.01
+    )
+    tx = optim.create_optimizer(config, optax.constant_schedule(0.01))
+    state = tx.init(p)
+    for g in grads:
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+    want = _torch_rmsprop([1.0, -2.0, 0.5], grads, 0.01, momentum=momentum, weight_decay=0.01)
+    np.testing.assert_allclose(p, want, rtol=1e-5)
+
+
+def test_rmsprop_eps_is_added_after_the_square_root():
+    # A tiny gradient shows where eps goes: first step g / (sqrt(0.01 g^2) + eps).
+    p, g = jnp.zeros(1), jnp.array([1e-8])
+    config = _config(optimizer="rmsprop", learning_rate=1.0, rmsprop_eps=1e-8)
+    tx = optim.create_optimizer(config, optax.constant_schedule(1.0))
+    updates, _ = tx.update(g, tx.init(p), p)
+    want = -1e-8 / (np.sqrt(0.01 * 1e-16) + 1e-8)  # 0.909; eps inside sqrt gives 1e-4
+    np.testing.assert_allclose(updates, [want], rtol=1e-5)

@@ -1,0 +1,215 @@
+"""What a run does with each validation result: the best checkpoint, early stopping, and
+the ReduceLROnPlateau step.
+
+All of it is state of the run, so it lives in the checkpointed train state and a resumed
+run continues exactly where the interrupted one was:
+
+* :class:`ValTracker` (``TrainState.val_tracker``): the best ``config.best_metric`` so
+  far, its step, the validation loss and accuracy there, and the evaluations since.
+* the plateau scale of the learning rate (:class:`cifar_jax.optim.PlateauState`, in the
+  optimizer state).
+
+Whenever the best metric improves (strictly) the state is saved under
+``<workdir>/best`` (:class:`BestCheckpoint`, one kept), whether or not early stopping
+is on. Early stopping ends the run after ``early_stopping_patience`` evaluations in a
+row without an improvement, and the final test then uses the best checkpoint
+(``test_checkpoint="auto"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from cifar_jax import checkpoint, optim
+from cifar_jax.errors import ConfigError
+
+BEST_METRICS = ("val_accuracy", "val_loss")
+
+
+@flax.struct.dataclass
+class ValTracker:
+    """The best validation result so far (all scalars; ``best_step`` -1 = none yet)."""
+
+    best_score: jnp.ndarray  # float32: accuracy, or -loss, of the best evaluation
+    best_step: jnp.ndarray  # int32
+    best_accuracy: jnp.ndarray  # float32: validation accuracy at best_step
+    best_loss: jnp.ndarray  # float32: validation loss at best_step
+    bad_evals: jnp.ndarray  # int32: evaluations since best_step
+
+
+def init_tracker() -> ValTracker:
+    nan = jnp.asarray(jnp.nan, jnp.float32)
+    return ValTracker(
+        best_score=jnp.asarray(-jnp.inf, jnp.float32),
+        best_step=jnp.asarray(-1, jnp.int32),
+        best_accuracy=nan,
+        best_loss=nan,
+        bad_evals=jnp.zeros((), jnp.int32),
+    )
+
+
+def _score(metric: str, loss, accuracy) -> jnp.ndarray:
+    """Higher is better: the accuracy, or minus the loss."""
+    if metric not in BEST_METRICS:
+        raise ConfigError(
+            f"best_metric={metric!r} is not known; use one of {list(BEST_METRICS)} "
+            "(e.g. --config.best_metric=val_accuracy)."
+        )
+    value = accuracy if metric == "val_accuracy" else -loss
+    return jnp.asarray(value, jnp.float32)
+
+
+def update_tracker(tracker: ValTracker, loss, accuracy, step, metric: str) -> ValTracker:
+    """The tracker after one evaluation at ``step`` (jittable). An evaluation with a
+    non-finite loss never improves (so a diverged state is never the best)."""
+    score = _score(metric, loss, accuracy)
+    better = (score > tracker.best_score) & jnp.isfinite(jnp.asarray(loss, jnp.float32))
+    return ValTracker(
+        best_score=jnp.where(better, score, tracker.best_score),
+        best_step=jnp.where(better, jnp.asarray(step, jnp.int32), tracker.best_step),
+        best_accuracy=jnp.where(better, jnp.float32(accuracy), tracker.best_accuracy),
+        best_loss=jnp.where(better, jnp.float32(loss), tracker.best_loss),
+        bad_evals=jnp.where(better, 0, tracker.bad_evals + 1).astype(jnp.int32),
+    )
+
+
+def make_validation_update(config, sharding) -> Callable[[Any, float, float, int], Any]:
+    """``update(state, val_loss, val_accuracy, step) -> state``: the tracker and, for
+    ``schedule="plateau"``, the learning-rate plateau, stepped on one evaluation.
+
+    Jitted with the state donated; the inputs are the same on every process, so every
+    process makes the same decision.
+    """
+    metric = config.best_metric
+    _score(metric, 0.0, 0.0)  # checks the name now
+    plateau_on_loss = config.plateau_metric == "val_loss"
+    use_plateau = config.schedule == "plateau"
+
+    def update(state, loss, accuracy, step):
+        tracker = update_tracker(state.val_tracker, loss, accuracy, step, metric)
+        opt_state = state.opt_state
+        if use_plateau:
+            opt_state = optim.update_plateau(
+                opt_state, loss if plateau_on_loss else accuracy, config
+            )
+        return state.replace(val_tracker=tracker, opt_state=opt_state)
+
+    return jax.jit(update, out_shardings=sharding, donate_argnums=(0,))
+
+
+def improved_at(state, step: int) -> bool:
+    """Whether the evaluation at ``step`` set a new best."""
+    return int(state.val_tracker.best_step) == step
+
+
+def should_stop(state, config) -> bool:
+    """Early stopping: ``early_stopping_patience`` evaluations in a row without a new best."""
+    patience = int(config.early_stopping_patience)
+    return patience > 0 and int(state.val_tracker.bad_evals) >= patience
+
+
+def test_checkpoint(config) -> str:
+    """ "best" or "final": the state the final test evaluates."""
+    choice = config.test_checkpoint
+    if choice not in ("auto", "final", "best"):
+        raise ConfigError(
+            f"test_checkpoint={choice!r} is not known; use one of ['auto', 'final', 'best'] "
+            "(e.g. --config.test_checkpoint=auto)."
+        )
+    if choice == "auto":
+        return "best" if config.early_stopping_patience > 0 else "final"
+    return choice
+
+
+def check_config(config, has_val: bool) -> None:
+    """The options that need a validation split fail early without one."""
+    if has_val:
+        return
+    needs = {
+        "schedule": config.schedule == "plateau",
+        "early_stopping_patience": config.early_stopping_patience > 0,
+        "test_checkpoint": config.test_checkpoint == "best",
+    }
+    for name, needed in needs.items():
+        if needed:
+            raise ConfigError(
+                f"{name}={config[name]!r} needs a validation split, but val_examples=0; "
+                "set e.g. --config.val_examples=5000."
+            )
+
+
+class BestCheckpoint:
+    """The best-validation checkpoint under ``<workdir>/best`` (one kept).
+
+    Saved synchronously, so a periodic checkpoint that records a best step is only ever
+    written after that best checkpoint is complete. On a resume, best checkpoints newer
+    than the resumed state (left by the interrupted run) are deleted: the resumed run
+    recomputes them.
+    """
+
+    def __init__(self, workdir: str, state):
+        self.manager = checkpoint.create_manager(workdir, keep=1, name=checkpoint.BEST)
+        best_step = int(state.val_tracker.best_step)
+        for step in self.manager.all_steps():
+            if step != best_step:
+                logging.info("Deleting best checkpoint %d (newer than the resumed state).", step)
+                self.manager.delete(step)
+
+    def save(self, step: int, state, data_state: dict) -> None:
+        checkpoint.save(self.manager, step, state, data_state)
+        self.manager.wait_until_finished()
+
+    def restore(self, state):
+        """The best checkpoint's state, restored onto ``state``'s structure and shardings."""
+        step = int(state.val_tracker.best_step)
+        if step < 0 or step not in self.manager.all_steps():
+            raise checkpoint.CheckpointError(
+                f"no best checkpoint for step {step} in {self.manager.directory}; "
+                "use --config.test_checkpoint=final, or rerun in a new workdir."
+            )
+        restored, _ = checkpoint.restore(self.manager, step, state)
+        return restored
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def results(state, config, tested: str) -> dict[str, Any]:
+    """The validation fields of results.json."""
+    tracker = jax.device_get(state.val_tracker)
+    step = int(tracker.best_step)
+
+    def value(x):
+        x = float(x)
+        return x if step >= 0 and math.isfinite(x) else None
+
+    return {
+        "best_metric": config.best_metric,
+        "best_val_accuracy": value(tracker.best_accuracy),
+        "best_val_loss": value(tracker.best_loss),
+        "best_step": step if step >= 0 else None,
+        "stopped_early": should_stop(state, config),
+        "tested_checkpoint": tested,
+    }
+
+
+__all__ = [
+    "BEST_METRICS",
+    "BestCheckpoint",
+    "ValTracker",
+    "check_config",
+    "improved_at",
+    "init_tracker",
+    "make_validation_update",
+    "results",
+    "should_stop",
+    "test_checkpoint",
+    "update_tracker",
+]
