@@ -1,0 +1,484 @@
+"""Load a finished (or running) training run back from its workdir.
+
+    run = load_run("runs/lenet", checkpoint="latest")   # or "best", or a step number
+    probs = predict_probs(run, run.dataset.test)          # (N, C) softmax, sharded + jitted
+
+A workdir holds ``config.json`` (the resolved config), ``results.json`` (once finished),
+``metrics.jsonl`` and the Orbax checkpoints under ``checkpoints/<step>/`` (and the
+best-validation one under ``best/<step>/`` when the run keeps one). :func:`load_run`
+rebuilds the model, the data set (for class names and normalization statistics) and the
+train state from them; every problem is a :class:`~cifar_jax.errors.CifarJaxError` that
+names what is missing and what to do.
+
+:func:`predict_probs` is the one evaluation path every command uses (evaluate, report,
+compare, predict): the padded, masked eval pipeline and a step jitted over the same
+``data`` mesh as training, so every image is seen exactly once and a picture given to
+``predict`` gets exactly the probabilities ``evaluate`` computes for the same pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cifar_jax import checkpoint as ckpt
+from cifar_jax import config_base
+from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
+
+CHECKPOINT_NAMES = ("latest", "best")
+
+
+# ------------------------------------------------------------------------ the config
+
+
+def require_workdir(workdir: str | None) -> str:
+    """The absolute workdir, or a clear error if it is not a training workdir."""
+    if not workdir:
+        raise CifarJaxError("no --workdir given; pass the workdir of a training run.")
+    path = os.path.abspath(os.path.expanduser(workdir))
+    if not os.path.isdir(path):
+        raise CifarJaxError(
+            f"workdir {path} does not exist. Pass the --workdir a training run wrote "
+            "(python -m cifar_jax.main --config=... --workdir=DIR)."
+        )
+    return path
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> ml_collections.ConfigDict:
+    """The base config updated with ``values`` (JSON lists become the base's tuples).
+
+    Fields this version of cifar_jax does not know are skipped with a warning, and fields
+    it added since the run was made keep their defaults, so older runs stay loadable.
+    """
+    config = config_base.base_config()
+    skipped = []
+    for key, value in values.items():
+        if key not in config:
+            skipped.append(key)
+            continue
+        if isinstance(config[key], tuple) and isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        try:
+            config[key] = value
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"{where}: field {key!r} holds {value!r}, which does not fit the field's type "
+                f"({type(config[key]).__name__}): {e}. Fix the value in {where}."
+            ) from e
+    if skipped:
+        logging.warning("%s: ignoring fields this version does not know: %s", where, skipped)
+    return config
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a run saved in ``<workdir>/config.json``."""
+    workdir = require_workdir(workdir)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CifarJaxError(
+            f"{workdir} has no config.json, so it is not a cifar_jax training workdir (or its "
+            "run stopped before writing it). Pass the --workdir of a training run."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CifarJaxError(
+            f"cannot read {path}: {e}. Restore the file, or copy the 'config' entry of "
+            "results.json into it."
+        ) from e
+    if not isinstance(values, dict):
+        raise CifarJaxError(f"{path} does not hold a JSON object; restore the file.")
+    return config_from_dict(values, path)
+
+
+def read_results(workdir: str) -> dict[str, Any] | None:
+    """``results.json`` of a finished run, or None if the run has not finished."""
+    path = os.path.join(require_workdir(workdir), "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` ([] if the run wrote none)."""
+    from cifar_jax import metrics
+
+    path = os.path.join(require_workdir(workdir), "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    return metrics.read_jsonl(path)
+
+
+def parse_checkpoint(value: str | int) -> str | int:
+    """``"latest"``, ``"best"`` or a step number (from a flag value)."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text in CHECKPOINT_NAMES:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(
+        f"--checkpoint={value!r} is not known; use latest, best or a step number "
+        "(the folder names under <workdir>/checkpoints/)."
+    )
+
+
+# ------------------------------------------------------------------- checkpoints
+
+
+def _steps(workdir: str, name: str) -> list[int]:
+    """Committed checkpoint steps under ``<workdir>/<name>`` (no Orbax needed)."""
+    root = ckpt.checkpoint_dir(workdir, name)
+    if not os.path.isdir(root):
+        return []
+    steps = []
+    for entry in os.listdir(root):
+        if entry.isdigit() and os.path.isdir(os.path.join(root, entry)):
+            steps.append(int(entry))
+    return sorted(steps)
+
+
+def find_checkpoint(workdir: str, checkpoint: str | int = "latest") -> tuple[str, int]:
+    """``(folder name, step)`` of the requested checkpoint, or a CheckpointError."""
+    workdir = require_workdir(workdir)
+    checkpoint = parse_checkpoint(checkpoint)
+    latest_steps = _steps(workdir, ckpt.LATEST)
+    best_steps = _steps(workdir, ckpt.BEST)
+    if checkpoint == "latest":
+        if not latest_steps:
+            raise CheckpointError(
+                f"no checkpoint in {ckpt.checkpoint_dir(workdir)}: the run has not saved one "
+                "yet (it saves every checkpoint_every_steps steps, else at the end of each "
+                "epoch). Let the training run reach its first checkpoint, or pass the "
+                "workdir of a finished run."
+            )
+        return ckpt.LATEST, latest_steps[-1]
+    if checkpoint == "best":
+        if not best_steps:
+            raise CheckpointError(
+                f"no best checkpoint in {ckpt.checkpoint_dir(workdir, ckpt.BEST)}: the run "
+                "did not keep one (it is kept only by runs that evaluate a validation split, "
+                "--config.val_examples > 0). Use --checkpoint=latest."
+            )
+        return ckpt.BEST, best_steps[-1]
+    if checkpoint in latest_steps:
+        return ckpt.LATEST, checkpoint
+    if checkpoint in best_steps:
+        return ckpt.BEST, checkpoint
+    have = ", ".join(
+        f"{name}/: {steps}"
+        for name, steps in ((ckpt.LATEST, latest_steps), (ckpt.BEST, best_steps))
+    )
+    raise CheckpointError(
+        f"no checkpoint at step {checkpoint} in {workdir} (available: {have}). Older "
+        "checkpoints are deleted as new ones are saved (keep_checkpoints); pass one of "
+        "these steps, latest or best."
+    )
+
+
+# ---------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """A run restored from its workdir, ready to evaluate."""
+
+    workdir: str
+    config: ml_collections.ConfigDict
+    model: Any  # flax.linen.Module
+    state: Any  # train.TrainState, replicated over ``mesh``
+    step: int
+    checkpoint: str  # "latest", "best" or "step N" (what was asked for)
+    checkpoint_path: str
+    dataset: Any  # data.CifarData
+    mean: np.ndarray
+    std: np.ndarray
+    mesh: Any  # jax.sharding.Mesh
+    results: dict[str, Any] | None
+    _compiled: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.dataset.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.dataset.num_classes)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.workdir.rstrip(os.sep))
+
+    @property
+    def eval_batch_size(self) -> int:
+        return int(self.config.eval_batch_size or self.config.batch_size)
+
+    @property
+    def trainable_params(self) -> int:
+        from cifar_jax import models
+
+        return models.count_trainable_params(self.state.params)
+
+    def replicated(self):
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        return NamedSharding(self.mesh, P())
+
+    def batch_sharding(self):
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        return NamedSharding(self.mesh, P("data"))
+
+    def predict_step(self, mode: str = "none"):
+        """The jitted ``(state, batch) -> probs`` step for a TTA mode (compiled once)."""
+        import jax
+
+        from cifar_jax import tta
+
+        tta.check_mode(mode)
+        if mode not in self._compiled:
+            self._compiled[mode] = jax.jit(
+                tta.make_predict_step(self.model, self.mean, self.std, mode),
+                in_shardings=(self.replicated(), self.batch_sharding()),
+                out_shardings=self.replicated(),
+            )
+        return self._compiled[mode]
+
+    def state_sha256(self) -> str:
+        from cifar_jax import train
+
+        return train.state_sha256(self.state)
+
+
+@flax.struct.dataclass
+class EvalState:
+    """The part of a checkpointed ``train.TrainState`` evaluation needs."""
+
+    step: Any
+    params: Any
+    batch_stats: Any
+
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in leaves}
+
+
+def _structure_differences(on_disk: Any, expected: Any) -> list[str]:
+    """What differs between the checkpoint's and the model's arrays (paths and shapes)."""
+    disk, want = _paths(on_disk), _paths(expected)
+    out = [
+        f"{k}: checkpoint {disk[k]}, model {want[k]}"
+        for k in want
+        if k in disk and disk[k] != want[k]
+    ]
+    out += [f"{k} {want[k]}: not in the checkpoint" for k in want if k not in disk]
+    out += [f"{k} {disk[k]}: not in the model" for k in disk if k not in want]
+    return out
+
+
+def load_run(
+    workdir: str,
+    checkpoint: str | int = "latest",
+    data_dir: str | None = None,
+    config: ml_collections.ConfigDict | None = None,
+) -> LoadedRun:
+    """Restores the run in ``workdir`` at ``checkpoint`` ("latest", "best" or a step).
+
+    Only the step, the parameters and the BatchNorm statistics are read (not the
+    optimizer state), so any checkpoint of the same model loads whatever else the train
+    state holds. ``data_dir`` replaces the run's ``data_dir`` (when the data moved);
+    ``config``, if given, is used instead of reading ``config.json`` again.
+    """
+    import jax
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    from cifar_jax import data, models, train
+    from cifar_jax.data import pipeline
+
+    workdir = require_workdir(workdir)
+    config = read_config(workdir) if config is None else config
+    folder, step = find_checkpoint(workdir, checkpoint)  # before the (slower) data loading
+    if data_dir:
+        config.data_dir = data_dir
+    dataset = data.load_dataset(config)
+    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
+    model = models.build_model(config, dataset.num_classes)
+    mesh = train.create_mesh()
+    run = LoadedRun(
+        workdir=workdir,
+        config=config,
+        model=model,
+        state=None,
+        step=step,
+        checkpoint=checkpoint if isinstance(checkpoint, str) else f"step {checkpoint}",
+        checkpoint_path=os.path.join(ckpt.checkpoint_dir(workdir, folder), str(step)),
+        dataset=dataset,
+        mean=mean,
+        std=std,
+        mesh=mesh,
+        results=read_results(workdir),
+    )
+    replicated = run.replicated()
+    variables = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+            jnp.zeros((1, 32, 32, 3), jnp.float32),
+            train=False,
+        )
+    )
+    target = {
+        name: jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree
+        )
+        for name, tree in (
+            ("params", variables["params"]),
+            ("batch_stats", variables.get("batch_stats", {})),
+        )
+    }
+    target["step"] = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+    has_stats = bool(jax.tree.leaves(target["batch_stats"]))
+    if not has_stats:
+        del target["batch_stats"]  # an empty dict is stored as one leaf, not a tree
+    config_path = os.path.join(workdir, "config.json")
+    what = (
+        f"the model of {config_path} (model={config.model!r}, "
+        f"{models.count_trainable_params(variables['params']):,} params)"
+    )
+    fix = (
+        "The checkpoint was written by a different model or config (was config.json "
+        "edited, or checkpoints copied from another run?). Restore the run's own "
+        "config.json, or pick another checkpoint with --checkpoint."
+    )
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns about files evaluation does not need
+    try:
+        meta = ocp.PyTreeCheckpointer().metadata(os.path.join(run.checkpoint_path, "state"))
+        on_disk = meta.item_metadata.tree
+    except Exception as e:  # noqa: BLE001 - any failure means the checkpoint is unreadable
+        raise CheckpointError(
+            f"checkpoint {run.checkpoint_path} cannot be read ({type(e).__name__}: "
+            f"{str(e)[:300]}). It is damaged or incomplete; pick another one with "
+            "--checkpoint (latest, best or a step number)."
+        ) from e
+    finally:
+        logging.set_verbosity(verbosity)
+    differences = []
+    for name in ("params", "batch_stats"):
+        stored = on_disk.get(name, {}) if isinstance(on_disk, dict) else {}
+        stored = stored if isinstance(stored, dict) else {}
+        differences += _structure_differences({name: stored}, {name: target.get(name, {})})
+    if differences:
+        shown = "\n  ".join(differences[:8])
+        more = f"\n  ... and {len(differences) - 8} more" if len(differences) > 8 else ""
+        raise CheckpointError(
+            f"checkpoint {run.checkpoint_path} does not fit {what}:\n  {shown}{more}\n{fix}"
+        )
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
+    manager = ckpt.create_manager(workdir, keep=1, read_only=True, name=folder)
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                )
+            ),
+        ).state
+    except Exception as e:  # noqa: BLE001 - Orbax raises many types; all mean "cannot use it"
+        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {run.checkpoint_path} cannot be restored into {what}: "
+            f"{type(e).__name__}: {first}\nIt may be damaged. {fix}"
+        ) from e
+    finally:
+        manager.close()
+        logging.set_verbosity(verbosity)
+    run.state = EvalState(
+        step=restored["step"],
+        params=restored["params"],
+        batch_stats=restored["batch_stats"] if has_stats else {},
+    )
+    jax.block_until_ready(run.state)
+    return run
+
+
+# ------------------------------------------------------------------ predictions
+
+
+def predict_probs(
+    run: LoadedRun, split: Any, mode: str = "none", batch_size: int | None = None
+) -> np.ndarray:
+    """Softmax probabilities (N, C) for every example of ``split`` exactly once, in order.
+
+    ``split`` is a :class:`cifar_jax.data.ArraySplit`; batches go through the padded,
+    masked eval pipeline and a step jitted and sharded like training. ``mode`` is a TTA
+    mode (see :mod:`cifar_jax.tta`).
+    """
+    import jax
+
+    from cifar_jax import train
+    from cifar_jax.data import pipeline
+
+    batch_size = batch_size or run.eval_batch_size
+    train.check_batch_size(batch_size, run.mesh, "eval_batch_size")
+    step = run.predict_step(mode)
+    dataset = pipeline.eval_dataset(
+        split,
+        global_batch_size=batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    sharding = run.batch_sharding()
+    out = []
+    for batch in pipeline.iterate(dataset, prefetch=2):
+        probs = step(run.state, train.to_global(batch, sharding))
+        out.append(np.asarray(probs.addressable_data(0), np.float32))
+    if not out:
+        return np.zeros((0, run.num_classes), np.float32)
+    return np.concatenate(out)[: len(split)]
+
+
+def small_batch_size(run: LoadedRun, n: int) -> int:
+    """The smallest batch holding ``n`` images that the devices split evenly (<= eval size)."""
+    devices = run.mesh.devices.size
+    size = -(-max(n, 1) // devices) * devices
+    return min(size, max(devices, run.eval_batch_size))
+
+
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "EvalState",
+    "LoadedRun",
+    "config_from_dict",
+    "find_checkpoint",
+    "load_run",
+    "parse_checkpoint",
+    "predict_probs",
+    "read_config",
+    "read_metrics",
+    "read_results",
+    "require_workdir",
+    "small_batch_size",
+]
