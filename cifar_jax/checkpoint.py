@@ -10,7 +10,9 @@ falls back to the previous one instead of losing the run.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -34,7 +36,14 @@ def create_manager(
     if keep < 1:
         raise CheckpointError(f"keep_checkpoints={keep} must be >= 1.")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        # Synchronous: a failed write (disk full) surfaces at the save that failed, before
+        # training goes on; CIFAR-sized states save in well under a second.
+        enable_async_checkpointing=False,
+        # Half-written checkpoints of a killed run never look valid; clear them on start.
+        cleanup_tmp_directories=not read_only,
     )
     return ocp.CheckpointManager(
         checkpoint_dir(workdir, name), options=options, item_names=("state", "data")
@@ -71,12 +80,15 @@ def restore(manager: ocp.CheckpointManager, step: int, target: Any) -> tuple[Any
     return restored.state, restored.data
 
 
-def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[int, Any, dict] | None:
+def restore_latest(
+    manager: ocp.CheckpointManager, target: Any, hint: str = ""
+) -> tuple[int, Any, dict] | None:
     """The newest readable checkpoint as ``(step, state, data_state)``; None if there is none.
 
-    A checkpoint that fails to read is skipped with a warning (the previous one is tried);
-    if none can be read, raises :class:`CheckpointError` rather than silently restarting
-    and overwriting them.
+    A checkpoint that fails to read is skipped with a warning and moved aside to
+    ``<workdir>/checkpoints_unreadable/`` (never deleted), and the previous one is
+    restored. If none can be read, raises :class:`CheckpointError` (with ``hint``)
+    rather than silently restarting and overwriting them.
     """
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
@@ -86,19 +98,46 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any) -> tuple[int, An
         try:
             state, data_state = restore(manager, step, target)
         except Exception as e:  # noqa: BLE001 - any read failure means "try an older one"
-            msg = (
-                f"checkpoint {step} in {manager.directory} cannot be read: {type(e).__name__}: {e}"
-            )
-            logging.warning("%s; trying an older checkpoint.", msg)
-            errors.append(msg)
+            msg = f"checkpoint {step} in {manager.directory} cannot be read: {type(e).__name__}"
+            logging.warning("%s: %s; trying an older checkpoint.", msg, str(e)[:300])
+            errors.append((step, f"{msg}: {str(e)[:300]}"))
             continue
         if errors:
+            for bad_step, _ in errors:
+                _move_aside(manager, bad_step)
             logging.warning("Resumed from checkpoint %d after skipping unreadable ones.", step)
         return step, state, data_state
     raise CheckpointError(
-        "No checkpoint under "
-        f"{manager.directory} can be restored into this run's state:\n  "
-        + "\n  ".join(m[:500] for m in errors)
-        + "\nIf the workdir belongs to a different model or config, use a new --workdir; "
-        "if the checkpoints are damaged, move the checkpoints folder away to start over."
+        f"no checkpoint under {manager.directory} can be restored into this run's state "
+        f"({len(errors)} tried; the newest failed with: {errors[0][1]}). "
+        + (hint + " " if hint else "")
+        + "If the workdir belongs to another model or config, use a new --workdir; if the "
+        "checkpoints are damaged, move the checkpoints folder away to start over."
     )
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
+    """Moves an unreadable checkpoint out of the manager's sight, keeping its files."""
+    src = os.path.join(str(manager.directory), str(step))
+    if jax.process_index() == 0 and os.path.isdir(src):
+        dest_root = os.path.join(os.path.dirname(str(manager.directory)), "checkpoints_unreadable")
+        os.makedirs(dest_root, exist_ok=True)
+        dest = os.path.join(dest_root, f"{step}-{int(time.time())}")
+        os.replace(src, dest)
+        logging.warning("Moved unreadable checkpoint %s to %s.", src, dest)
+    manager.reload()
+
+
+def config_differences(workdir: str, config: Any) -> list[str]:
+    """Fields whose value differs from the run recorded in ``<workdir>/config.json``."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        before = json.load(f)
+    now = json.loads(json.dumps(config.to_dict(), default=str))
+    return [
+        f"{key}: {before.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(before) | set(now))
+        if before.get(key) != now.get(key)
+    ]

@@ -9,7 +9,10 @@ problem and the fix, exit status 1 (2 for bad flags), and a traceback only with
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
+import os
 import sys
+import threading
 from collections.abc import Iterator
 
 import ml_collections
@@ -28,15 +31,23 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (0-
 
 def _fail(message: str, status: int) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(status)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit, not sys.exit: after a failed checkpoint write, library threads (Orbax,
+    # TensorStore) would otherwise print pages of shutdown noise below the message.
+    os._exit(status)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with config-field typos reported as one clear line."""
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
+        _check_config_file_loaded()
+        return remaining
     except flags.Error as e:
         _fail(f"{e}\nRun with --helpfull to list the flags.", 2)
+    except OSError as e:  # config_flags could not load the --config file
+        _config_file_failed(e)
     except (AttributeError, KeyError) as e:
         # ml_collections raises these for --config.<field> that the config lacks.
         field = str(e).strip("\"'")
@@ -50,18 +61,54 @@ def parse_flags(argv: list[str]) -> list[str]:
     return []  # unreachable
 
 
+def _check_config_file_loaded() -> None:
+    """ml_collections defers a failed config-file load to first use; surface it now."""
+    if "config" not in flags.FLAGS or flags.FLAGS["config"].value is None:
+        return
+    try:
+        flags.FLAGS["config"].value.keys()
+    except Exception as e:  # noqa: BLE001 - any failure to load the user's config file
+        _config_file_failed(e)
+
+
+def _config_file_failed(error: BaseException) -> None:
+    given = [a for a in sys.argv if a.startswith("--config=")]
+    detail = " ".join(str(error).split())
+    _fail(
+        f"cannot load the config file {given[0] if given else '(--config)'}: {detail[:600]}. "
+        "Check the path (e.g. configs/lenet.py) and that the file defines get_config().",
+        2,
+    )
+
+
+def _drop_library_tracebacks(record: std_logging.LogRecord) -> bool:
+    return not ("/orbax/" in record.pathname and record.levelno >= std_logging.ERROR)
+
+
 def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Validates the config and sets up the process (XLA flags, jax.distributed)."""
-    if not flags.FLAGS["verbosity"].present:
-        # Orbax and Grain log every save at INFO; keep the console to our progress lines.
-        logging.set_verbosity(logging.WARNING)
+    """Validates a training config and sets up the process for it."""
     config_base.validate_config(config)
-    runtime.configure_xla_flags(config.cpu_fast_conv_flags)
-    runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from cifar_jax import models
 
     models.build_model(config, 10)  # rejects an unknown model / activation now, not later
+    prepare_process(config)
     return config
+
+
+def prepare_process(config: ml_collections.ConfigDict) -> None:
+    """Logging, XLA flags and jax.distributed: before JAX starts its backend."""
+    if not flags.FLAGS["verbosity"].present:
+        # Orbax and Grain log every save at INFO; keep the console to our progress lines.
+        logging.set_verbosity(logging.WARNING)
+    if not _DEBUG.value:
+        # When a checkpoint write fails, Orbax/TensorStore threads print their own
+        # tracebacks (and asyncio "event loop is closed" ones) while the main thread
+        # raises; the user gets one clear error instead. --debug brings them back.
+        logging.get_absl_handler().addFilter(_drop_library_tracebacks)
+        sys.unraisablehook = lambda unraisable: None
+        threading.excepthook = lambda args: logging.debug("thread failed: %s", args.exc_value)
+    runtime.configure_xla_flags(config.cpu_fast_conv_flags, config.deterministic)
+    runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 @contextlib.contextmanager
@@ -72,6 +119,6 @@ def user_errors() -> Iterator[None]:
     except CifarJaxError as e:
         if _DEBUG.value:
             raise
-        _fail(f"{e}", 1)
+        _fail(f"{e}", getattr(e, "exit_code", 1))
     except KeyboardInterrupt:
         _fail("interrupted.", 130)

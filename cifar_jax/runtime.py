@@ -26,11 +26,24 @@ def backend_started() -> bool:
         return False
 
 
-def configure_xla_flags(cpu_fast_conv: bool = True) -> None:
-    """Adds the package's XLA:CPU flags to ``XLA_FLAGS`` unless the user set that flag."""
+GPU_DETERMINISM_FLAGS = (
+    "--xla_gpu_deterministic_ops=true",
+    "--xla_gpu_exclude_nondeterministic_ops=true",
+)
+
+
+def configure_xla_flags(cpu_fast_conv: bool = True, deterministic: bool = False) -> None:
+    """Adds the package's XLA flags to ``XLA_FLAGS``, leaving flags the user set alone."""
+    wanted = []
+    if cpu_fast_conv:
+        wanted.append(CPU_FAST_CONV_FLAG)
+    if deterministic:
+        wanted.extend(GPU_DETERMINISM_FLAGS)
     flags = os.environ.get("XLA_FLAGS", "")
-    if cpu_fast_conv and "xla_cpu_experimental_ynn_fusion_type" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {CPU_FAST_CONV_FLAG}".strip()
+    for flag in wanted:
+        if flag.split("=")[0] not in flags:
+            flags = f"{flags} {flag}".strip()
+    os.environ["XLA_FLAGS"] = flags
 
 
 def initialize_distributed(
