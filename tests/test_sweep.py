@@ -1,0 +1,155 @@
+"""Sweeps: summary table, resume without redoing runs, exact reruns, failed variants."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifar_jax import summary, sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SWEEP = f'''
+from cifar_jax.sweep import sweep_config
+
+
+def get_config():
+    return sweep_config(
+        name="tiny",
+        title="Tiny test sweep",
+        base_config="{REPO / "configs" / "lenet.py"}",
+        base_overrides=dict(
+            data_source="synthetic", synthetic_train_examples=256, synthetic_test_examples=64,
+            batch_size=32, val_examples=0, num_epochs=2, log_every_steps=4,
+        ),
+        variants={{
+            "relu": {{"activation": "relu"}},
+            "gelu": {{"activation": "gelu"}},
+        }},
+        seeds=(0, 1),
+    )
+'''
+
+
+def run_sweep_cmd(config: Path, workdir: Path, *extra: str, wait: bool = True):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "cifar_jax.sweep", f"--config={config}", f"--workdir={workdir}",
+           *extra]  # fmt: skip
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sweep")
+    config = root / "tiny_sweep.py"
+    config.write_text(TINY_SWEEP)
+    workdir = root / "full"
+    run_sweep_cmd(config, workdir)
+    return config, workdir
+
+
+def test_summary_has_every_variant_with_mean_and_std(tiny):
+    _, workdir = tiny
+    data = json.loads((workdir / "summary.json").read_text())
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert set(rows) == {"relu", "gelu"}
+    for row in rows.values():
+        assert row["runs"] == 2 and not row["failed"]
+        accs = row["test_accuracy_per_seed"]
+        mean = sum(accs) / 2
+        assert row["test_accuracy_mean"] == pytest.approx(mean)
+        assert row["test_accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+        assert row["trainable_params"] == 62006
+    table = (workdir / "summary.md").read_text()
+    assert "| relu |" in table and "| gelu |" in table and "±" in table
+    assert (workdir / "summary.png").stat().st_size > 10_000
+    for variant in ("relu", "gelu"):
+        for seed in (0, 1):
+            assert (workdir / variant / f"seed_{seed}" / "results.json").exists()
+
+
+def test_killed_sweep_resumes_without_redoing_runs_and_reproduces(tiny, tmp_path):
+    config, full = tiny
+    workdir = tmp_path / "killed"
+    proc = run_sweep_cmd(config, workdir, wait=False)
+    first = workdir / "relu" / "seed_0" / "results.json"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "summary.json").exists(), "the sweep finished before the kill"
+    stamp = first.stat().st_mtime_ns
+    out = run_sweep_cmd(config, workdir)
+    assert first.stat().st_mtime_ns == stamp  # the finished run was not redone
+    assert "[1/4] relu, seed 0" in out.stdout
+    # Same seeds, same numbers: the rerun reproduces the uninterrupted sweep exactly.
+    a = json.loads((full / "summary.json").read_text())["rows"]
+    b = json.loads((workdir / "summary.json").read_text())["rows"]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["test_accuracy_per_seed"] == rb["test_accuracy_per_seed"]
+        assert ra["test_loss_mean"] == rb["test_loss_mean"]
+
+
+def test_failed_variant_is_reported_and_others_run(tiny, tmp_path):
+    config, _ = tiny
+    failing = tmp_path / "failing_sweep.py"
+    failing.write_text(
+        config.read_text().replace(
+            '"gelu": {"activation": "gelu"}',
+            '"gelu": {"activation": "gelu", "optimizer": "sgd", "learning_rate": 1e30}',
+        )
+    )
+    out = run_sweep_cmd(failing, tmp_path / "w", "--config.seeds=(0,)")
+    data = json.loads((tmp_path / "w" / "summary.json").read_text())
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert rows["relu"]["runs"] == 1
+    assert rows["gelu"]["runs"] == 0 and "loss is nan" in rows["gelu"]["failed"][0]
+    assert "FAILED" in (tmp_path / "w" / "summary.md").read_text()
+    assert (tmp_path / "w" / "gelu" / "seed_0" / "error.txt").exists()
+    assert "FAILED" in out.stdout
+
+
+def test_budget_scales_epochs_and_data_and_is_marked(tiny):
+    config, _ = tiny
+    s = sweep.load_config_file(str(config))
+    s.budget, s.data_fraction = 0.5, 0.5
+    c = sweep.variant_config(s, "relu", 3)
+    assert c.num_epochs == 1 and c.max_train_examples == 128 and c.seed == 3
+    md = sweep.to_markdown(sweep.summarize(s, {"relu": []}))
+    assert "Reduced-budget run" in md
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.py")),
+                         ids=lambda p: p.stem)  # fmt: skip
+def test_every_sweep_config_builds_every_variant(path):
+    s = sweep.load_config_file(str(path))
+    assert s.title and s.variants and s.seeds
+    counts = {
+        v: summary.trainable_param_count(sweep.variant_config(s, v, 0)) for v in s.variants
+    }
+    assert all(n > 0 for n in counts.values())
+    if path.stem in ("widths", "models_c10", "batchnorm"):
+        assert len(set(counts.values())) == len(counts)  # the variants really differ
+
+
+def test_unknown_override_in_a_variant_is_rejected(tiny):
+    config, _ = tiny
+    s = sweep.load_config_file(str(config))
+    with s.unlocked():
+        s.variants.relu.learnin_rate = 0.1
+    with pytest.raises(sweep.ConfigError, match="learnin_rate"):
+        sweep.variant_config(s, "relu", 0)
