@@ -53,7 +53,31 @@ def base_config() -> ml_collections.ConfigDict:
     c.crop_padding_mode = "constant"
     # Random horizontal flip with probability 0.5.
     c.random_flip = True
-    # "mean_std": the data set's per-channel mean/std; "half": (x - 0.5) / 0.5, i.e. [-1, 1].
+    # AutoAugment policy after crop/flip: "none" or "cifar10" (torchvision's
+    # AutoAugmentPolicy.CIFAR10: 25 sub-policies of two ops, one drawn per image).
+    c.autoaugment = "none"
+    # ColorJitter strengths (torchvision): factors uniform in [max(0, 1 - s), 1 + s],
+    # the three ops in a random order per image. 0 = that op off.
+    c.color_jitter_brightness = 0.0
+    c.color_jitter_contrast = 0.0
+    c.color_jitter_saturation = 0.0
+    # RandomRotation: angle uniform in [-d, d] degrees, nearest, zero fill. 0 = off.
+    c.random_rotation = 0.0
+    # RandomErasing (torchvision, applied as if after normalization: the box becomes the
+    # mean colour): probability per image (0 = off), area fraction range, aspect range.
+    c.random_erasing_prob = 0.0
+    c.random_erasing_scale = (0.02, 0.33)
+    c.random_erasing_ratio = (0.3, 3.3)
+    # Cutout: a square of this side (pixels) at a random centre, clipped at the border,
+    # filled with the mean colour (0 after normalization). 0 = off.
+    c.cutout_size = 0
+    # Mixup / cutmix Beta(alpha, alpha) parameter, mixed in the train step with soft
+    # labels (torchvision v2 MixUp/CutMix semantics; both > 0: one of the two per batch,
+    # each with probability 1/2). 0 = off.
+    c.mixup_alpha = 0.0
+    c.cutmix_alpha = 0.0
+    # "mean_std": the data set's per-channel mean/std; "half": (x - 0.5) / 0.5, i.e. [-1, 1];
+    # "none": x / 255, i.e. [0, 1] (torchvision ToTensor without Normalize).
     c.normalization = "mean_std"
 
     # --------------------------------------------------------------- model
@@ -89,7 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.kernel_init = "pytorch"
 
     # --------------------------------------------------------- optimization
-    # "sgd", "adam" or "adamw".
+    # "sgd", "adam", "adamw" or "rmsprop".
     c.optimizer = "sgd"
     # Peak learning rate (after warmup).
     c.learning_rate = 0.1
@@ -100,19 +124,54 @@ def base_config() -> ml_collections.ConfigDict:
     c.adam_b1 = 0.9
     c.adam_b2 = 0.999
     c.adam_eps = 1e-8
+    # RMSprop (torch semantics: v = alpha v + (1 - alpha) g^2, step g / (sqrt(v) + eps),
+    # optional momentum on that step).
+    c.rmsprop_alpha = 0.99
+    c.rmsprop_eps = 1e-8
+    c.rmsprop_momentum = 0.0
     # Weight decay. sgd/adam: coupled L2 added to the gradient (torch's weight_decay);
     # adamw: decoupled. Applied to every parameter, as torch does by default.
     c.weight_decay = 0.0
-    # Learning-rate schedule: "cosine" (to final_lr_fraction * peak) or "constant".
+    # Learning-rate schedule: "cosine" (to final_lr_fraction * peak), "constant", "step"
+    # (torch StepLR: times lr_step_gamma every lr_step_epochs epochs), "onecycle" (torch
+    # OneCycleLR's cosine learning rate; momentum is not cycled) or "plateau" (torch
+    # ReduceLROnPlateau on a validation metric; needs val_examples > 0).
     c.schedule = "cosine"
-    # Linear warmup from 0 to the peak, in epochs (fractions allowed).
+    # Linear warmup from 0 to the peak, in epochs (fractions allowed; not with onecycle,
+    # which has its own).
     c.warmup_epochs = 0.0
     # Cosine end value as a fraction of the peak learning rate.
     c.final_lr_fraction = 0.0
+    # schedule="step": decay period in epochs, and the factor applied each period.
+    c.lr_step_epochs = 30
+    c.lr_step_gamma = 0.1
+    # schedule="onecycle" (torch OneCycleLR defaults): fraction of the run spent rising,
+    # start lr = peak / div_factor, final lr = start / final_div_factor.
+    c.onecycle_pct_start = 0.3
+    c.onecycle_div_factor = 25.0
+    c.onecycle_final_div_factor = 1e4
+    # schedule="plateau" (torch ReduceLROnPlateau defaults, threshold_mode "rel", no
+    # cooldown): the watched metric ("val_loss": lower is better; "val_accuracy": higher
+    # is better), the factor, the evaluations without an improvement of more than
+    # plateau_threshold (relative) tolerated before lowering, and the floor. Its state is
+    # in the optimizer state, so it survives a resume.
+    c.plateau_metric = "val_loss"
+    c.plateau_factor = 0.1
+    c.plateau_patience = 10
+    c.plateau_threshold = 1e-4
+    c.plateau_min_lr = 0.0
     # Clip gradients to this global norm; 0 = no clipping.
     c.grad_clip_norm = 0.0
-    # Cross-entropy label smoothing.
+    # Training loss: "cross_entropy" or "focal" (Lin et al.: -(1 - p_t)^gamma log p_t).
+    # Validation and test losses are always plain cross-entropy.
+    c.loss = "cross_entropy"
+    c.focal_gamma = 2.0
+    # Label smoothing of the training targets (either loss).
     c.label_smoothing = 0.0
+    # Explicit L2 penalty added to the training loss: l2_penalty * sum of the squares of
+    # all parameters (torch's "loss + lambda * sum(p.pow(2).sum())"). Independent of
+    # weight_decay. 0 = off.
+    c.l2_penalty = 0.0
 
     # ------------------------------------------------------------ schedule
     # Global batch size, split evenly over all devices of all processes.
@@ -131,10 +190,28 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     # Evaluate on the validation split every N epochs (if there is one).
     c.eval_every_epochs = 1
+    # The validation metric that picks the best checkpoint (saved under <workdir>/best
+    # whenever it improves, if there is a validation split) and that early stopping
+    # watches: "val_accuracy" (higher is better) or "val_loss" (lower is better).
+    c.best_metric = "val_accuracy"
+    # Stop after this many validation evaluations in a row without a new best
+    # best_metric; 0 = never stop early. Needs val_examples > 0.
+    c.early_stopping_patience = 0
+    # The state the final test evaluates: "final" (the last step), "best" (the best
+    # checkpoint) or "auto" (best with early stopping, final otherwise).
+    c.test_checkpoint = "auto"
+    # Test-time augmentation for the final test evaluation, reported next to the plain
+    # numbers as test_accuracy_tta / test_loss_tta in results.json: "none", "flip"
+    # (average the softmax of the image and its mirror) or "flip_translate" (the same
+    # plus +-2 px shifts with zero padding: 10 views). See cifar_jax/tta.py.
+    c.tta = "none"
     # Save a checkpoint every N steps; 0 = at the end of every epoch.
     c.checkpoint_every_steps = 0
     # Keep the newest N checkpoints.
     c.keep_checkpoints = 3
+    # On a NaN/Inf training loss: "stop" (at once, naming the step; checkpoints keep the
+    # last good state) or "skip" (leave the state unchanged for that step and go on).
+    c.nonfinite_loss = "stop"
     # Batches the input pipeline prepares ahead of the train step (threads).
     c.prefetch_batches = 4
 
@@ -142,6 +219,10 @@ def base_config() -> ml_collections.ConfigDict:
     # On CPU, route convolutions through XLA's Eigen path instead of YNNPACK (measured
     # 2.5-4x faster on 2-core AVX2 machines). Ignored on GPU/TPU.
     c.cpu_fast_conv_flags = True
+    # Bitwise-reproducible GPU runs: sets --xla_gpu_deterministic_ops and
+    # --xla_gpu_exclude_nondeterministic_ops, and max-pools without select-and-scatter
+    # (it has no deterministic GPU kernel). Slower on GPU; CPU runs are deterministic anyway.
+    c.deterministic = False
     return c
 
 
@@ -152,10 +233,17 @@ CHOICES = {
     "data_source": ("auto", "files", "download", "tfds", "synthetic"),
     "label_type": ("fine", "coarse"),
     "crop_padding_mode": ("constant", "reflect"),
-    "normalization": ("mean_std", "half"),
+    "normalization": ("mean_std", "half", "none"),
+    "autoaugment": ("none", "cifar10"),
     "kernel_init": ("pytorch", "kaiming"),
-    "optimizer": ("sgd", "adam", "adamw"),
-    "schedule": ("constant", "cosine"),
+    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "nonfinite_loss": ("stop", "skip"),
+    "schedule": ("constant", "cosine", "step", "onecycle", "plateau"),
+    "plateau_metric": ("val_loss", "val_accuracy"),
+    "loss": ("cross_entropy", "focal"),
+    "best_metric": ("val_accuracy", "val_loss"),
+    "test_checkpoint": ("auto", "final", "best"),
+    "tta": ("none", "flip", "flip_translate"),
 }
 
 
@@ -217,3 +305,72 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             )
     if config.label_type == "coarse" and config.dataset != "cifar100":
         raise ConfigError("label_type='coarse' exists only for dataset='cifar100'.")
+    _check_training_options(config)
+
+
+def _check_training_options(config: ml_collections.ConfigDict) -> None:
+    """The ranges of the loss, optimizer, schedule, augmentation and early-stopping fields."""
+    from cifar_jax.errors import ConfigError
+
+    def check(name: str, ok: bool, allowed: str, example) -> None:
+        if not ok:
+            raise ConfigError(
+                f"{name}={config[name]!r} is out of range: it must be {allowed} "
+                f"(e.g. --config.{name}={example})."
+            )
+
+    for name in (
+        "focal_gamma",
+        "l2_penalty",
+        "rmsprop_eps",
+        "plateau_threshold",
+        "plateau_min_lr",
+        "plateau_patience",
+        "early_stopping_patience",
+        "color_jitter_brightness",
+        "color_jitter_contrast",
+        "color_jitter_saturation",
+        "mixup_alpha",
+        "cutmix_alpha",
+    ):
+        check(name, config[name] >= 0, ">= 0 (0 = off / none)", 0)
+    for name in ("rmsprop_alpha", "rmsprop_momentum"):
+        check(name, 0 <= config[name] < 1, "in [0, 1)", base_config()[name])
+    check("plateau_factor", 0 < config.plateau_factor < 1, "in (0, 1)", 0.5)
+    check("lr_step_gamma", 0 < config.lr_step_gamma <= 1, "in (0, 1]", 0.1)
+    check("lr_step_epochs", config.lr_step_epochs > 0, "a positive number of epochs", 30)
+    check("onecycle_pct_start", 0 < config.onecycle_pct_start < 1, "in (0, 1)", 0.3)
+    for name in ("onecycle_div_factor", "onecycle_final_div_factor"):
+        check(name, config[name] > 0, "> 0", base_config()[name])
+    check("random_rotation", 0 <= config.random_rotation <= 180, "in [0, 180] degrees", 15)
+    check("random_erasing_prob", 0 <= config.random_erasing_prob <= 1, "in [0, 1]", 0.5)
+    check("cutout_size", 0 <= config.cutout_size <= 32, "in [0, 32] pixels", 16)
+    scale, ratio = tuple(config.random_erasing_scale), tuple(config.random_erasing_ratio)
+    check(
+        "random_erasing_scale",
+        len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1,
+        "a pair (lo, hi) with 0 < lo <= hi <= 1",
+        "'(0.02, 0.33)'",
+    )
+    check(
+        "random_erasing_ratio",
+        len(ratio) == 2 and 0 < ratio[0] <= ratio[1],
+        "a pair (lo, hi) with 0 < lo <= hi",
+        "'(0.3, 3.3)'",
+    )
+    if config.schedule == "onecycle" and config.warmup_epochs > 0:
+        raise ConfigError(
+            f"warmup_epochs={config.warmup_epochs} with schedule='onecycle': the one-cycle "
+            "schedule has its own warmup (onecycle_pct_start); set --config.warmup_epochs=0."
+        )
+    needs_val = {
+        "schedule": config.schedule == "plateau",
+        "early_stopping_patience": config.early_stopping_patience > 0,
+        "test_checkpoint": config.test_checkpoint == "best",
+    }
+    for name, needed in needs_val.items():
+        if needed and config.val_examples == 0:
+            raise ConfigError(
+                f"{name}={config[name]!r} needs a validation split, but val_examples=0; "
+                f"set e.g. --config.val_examples=5000."
+            )

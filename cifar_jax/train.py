@@ -22,12 +22,24 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import checkpoint, data, metrics, models, optim
-from cifar_jax.data import pipeline
+from cifar_jax import (
+    checkpoint,
+    data,
+    losses,
+    metrics,
+    models,
+    optim,
+    preemption,
+    tta,
+    validation,
+)
+from cifar_jax import workdir as workdir_lib
+from cifar_jax.data import augment, pipeline
 from cifar_jax.errors import ConfigError, TrainingError
 
 
@@ -41,6 +53,8 @@ class TrainState:
     opt_state: Any
     # Raw key data (uint32) of a typed PRNG key: Orbax cannot save typed keys.
     rng: jnp.ndarray
+    # Best validation result so far, for the best checkpoint and early stopping.
+    val_tracker: validation.ValTracker
 
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
@@ -100,9 +114,13 @@ def create_train_state(
             batch_stats=variables.get("batch_stats", {}),
             opt_state=tx.init(params),
             rng=jax.random.key_data(train_key),
+            val_tracker=validation.init_tracker(),
         )
 
     return jax.jit(init, out_shardings=sharding)()
+
+
+_MIX_STREAM = 0x6D6978  # folded into the step's dropout key for the mixup / cutmix draws
 
 
 def make_train_step(
@@ -111,12 +129,29 @@ def make_train_step(
     mean: np.ndarray,
     std: np.ndarray,
     label_smoothing: float = 0.0,
+    skip_nonfinite: bool = False,
+    *,
+    loss: losses.Loss | None = None,
+    mix: augment.MixConfig | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, metrics.TrainMetrics]]:
-    """One optimizer step on a global batch of uint8 images (normalized here, on device)."""
+    """One optimizer step on a global batch of uint8 images (normalized here, on device).
+
+    ``loss`` is the training objective (default: cross-entropy with ``label_smoothing``);
+    ``mix`` mixes the normalized batch (mixup / cutmix) with soft targets, drawn from the
+    step's key. The train metrics' accuracy counts each image's own label.
+
+    With ``skip_nonfinite`` a step whose loss, gradients or updated parameters are NaN/Inf
+    leaves params, statistics and optimizer state unchanged (only the step counter
+    advances).
+    """
+    loss = loss or losses.cross_entropy_loss(label_smoothing)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, metrics.TrainMetrics]:
         images = pipeline.normalize(batch["image"], mean, std)
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        if mix is not None:
+            mix_key = jax.random.fold_in(dropout_key, _MIX_STREAM)
+            images, lam = augment.mix_batch(mix_key, images, mix)
 
         def loss_fn(params):
             logits, updates = model.apply(
@@ -126,8 +161,11 @@ def make_train_step(
                 rngs={"dropout": dropout_key},
                 mutable=["batch_stats"],
             )
-            per_example = cross_entropy(logits, batch["label"], label_smoothing)
-            return per_example.mean(), (logits, per_example, updates.get("batch_stats", {}))
+            targets = batch["label"]
+            if mix is not None:
+                targets = augment.mixed_targets(targets, lam, logits.shape[-1])
+            objective, per_example = loss.total(logits, targets, params)
+            return objective, (logits, per_example, updates.get("batch_stats", {}))
 
         grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -137,6 +175,16 @@ def make_train_step(
             batch_stats=batch_stats,
             opt_state=opt_state,
         )
+        if skip_nonfinite:
+            finite = (
+                jnp.isfinite(per_example.sum())
+                & _all_finite(grads)
+                & _all_finite(new_state.params)
+            )
+            unchanged = state.replace(step=state.step + 1)
+            new_state = jax.tree.map(
+                lambda new, old: jnp.where(finite, new, old), new_state, unchanged
+            )
         step_metrics = metrics.batch_metrics(
             metrics.TrainMetrics, logits, batch["label"], per_example
         )
@@ -159,6 +207,43 @@ def make_eval_step(
         )
 
     return eval_step
+
+
+def jit_steps(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mean: np.ndarray,
+    std: np.ndarray,
+    mesh: Mesh,
+) -> tuple[Callable, Callable]:
+    """The jitted (train_step, eval_step) of a run, sharded over ``mesh``.
+
+    The one place the run's steps are built, so ``python -m cifar_jax.bench`` times exactly
+    what :func:`train_and_evaluate` runs. The train state (argument 0) is donated.
+    """
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    train_step = jax.jit(
+        make_train_step(
+            model,
+            tx,
+            mean,
+            std,
+            skip_nonfinite=config.nonfinite_loss == "skip",
+            loss=losses.make_loss(config),
+            mix=augment.MixConfig.from_config(config),
+        ),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(
+        make_eval_step(model, mean, std),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=replicated,
+    )
+    return train_step, eval_step
 
 
 def state_sha256(state: TrainState) -> str:
@@ -249,12 +334,108 @@ def _truncate_metrics_log(workdir: str, step: int) -> None:
     os.replace(tmp, path)
 
 
+class LossMonitor:
+    """Accumulates train metrics and stops (or skips) on a non-finite loss.
+
+    Each step's loss is checked on the host one step late, while the next step already
+    runs on the device, so the check costs no pipeline stall. ``nonfinite_loss="stop"``
+    raises TrainingError naming the step; ``"skip"`` counts the step (the train step has
+    already left the state unchanged) and leaves it out of the averages.
+    """
+
+    def __init__(self, config: Any, manager: Any):
+        self.config = config
+        self.directory = str(manager.directory)
+        self.skipped = 0
+        self._pending: tuple[int, metrics.TrainMetrics] | None = None
+        self._totals: metrics.TrainMetrics | None = None
+
+    def add(self, step: int, step_metrics: metrics.TrainMetrics) -> None:
+        self.flush()
+        self._pending = (step, step_metrics)
+
+    def flush(self) -> None:
+        """Checks the pending step (waits for it) and adds it to the totals."""
+        if self._pending is None:
+            return
+        step, m = self._pending
+        self._pending = None
+        loss_sum = float(m.loss.total)
+        if not math.isfinite(loss_sum):
+            if self.config.nonfinite_loss != "skip":
+                raise TrainingError(
+                    f"the training loss is {loss_sum} at step {step}. Lower learning_rate "
+                    f"(now {self.config.learning_rate}), set grad_clip_norm, or check the data; "
+                    "--config.nonfinite_loss=skip skips such steps instead. Checkpoints up to "
+                    f"the last good one are kept in {self.directory}; rerun to resume from it."
+                )
+            self.skipped += 1
+            logging.warning("Step %d skipped: non-finite loss %s.", step, loss_sum)
+            return
+        self._totals = m if self._totals is None else self._totals.merge(m)
+
+    def pop_scalars(self) -> dict[str, float]:
+        """The averages since the last call (NaN if every step was skipped)."""
+        self.flush()
+        totals, self._totals = self._totals, None
+        if totals is None:
+            return {"loss": float("nan"), "accuracy": float("nan")}
+        return {k: float(v) for k, v in totals.compute().items()}
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+
+
+def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict) -> None:
+    """Saves ``state`` unless it holds NaN/Inf, so a bad state never replaces a good one."""
+    if not bool(_all_finite((state.params, state.batch_stats))):
+        raise TrainingError(
+            f"the parameters hold NaN or Inf after step {step}; not saving them. Lower "
+            "learning_rate or set grad_clip_norm. The last good checkpoint is kept in "
+            f"{manager.directory}; rerun to resume from it."
+        )
+    kept = f"Complete checkpoints already saved ({sorted(manager.all_steps())}) are kept."
+    with workdir_lib.write_errors(f"checkpoint {step}", str(manager.directory), kept):
+        checkpoint.save(manager, step, state, data_state)
+
+
+def resume(
+    manager: Any, state: TrainState, train_iter: Any, workdir: str, config: Any
+) -> TrainState:
+    """The newest readable checkpoint's state (``state`` itself if there is none).
+
+    Also moves the data iterator to the checkpoint and drops log lines written after it.
+    """
+    changed = checkpoint.config_differences(workdir, config)
+    hint = ""
+    if changed:
+        hint = f"The config differs from this workdir's config.json in: {'; '.join(changed)}."
+    restored = checkpoint.restore_latest(manager, state, hint=hint)
+    if restored is None:
+        return state
+    step, state, data_state = restored
+    if data_state.get("next_index") != step:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {step} in {manager.directory} holds a data iterator at "
+            f"{data_state.get('next_index')}, not at its step; move that checkpoint away."
+        )
+    train_iter.set_state(data_state)
+    _truncate_metrics_log(workdir, step)
+    if changed:
+        logging.warning("Resuming with a config that differs from the run's: %s", changed)
+    _console(f"Resumed from checkpoint at step {step} in {manager.directory}.")
+    return state
+
+
 # --------------------------------------------------------------------------- the run
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results."""
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_lib.prepare(workdir)
     is_main = jax.process_index() == 0
     mesh = create_mesh()
     replicated = NamedSharding(mesh, P())
@@ -275,6 +456,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
     if total_steps <= 0:
         raise ConfigError("num_epochs (or num_train_steps) must be > 0.")
+    validation.check_config(config, has_val=dataset.val is not None)
     _console(
         f"Data: {dataset.source}: {len(dataset.train)} train, "
         f"{len(dataset.val) if dataset.val is not None else 0} val, {len(dataset.test)} test, "
@@ -297,49 +479,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         global_batch_size=config.batch_size,
         num_steps=total_steps,
         seed=config.seed,
-        aug=pipeline.AugmentConfig.from_config(config),
+        aug=pipeline.AugmentConfig.from_config(config, mean=mean),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
     train_iter = pipeline.iterate(train_data, config.prefetch_batches)
-    restored = checkpoint.restore_latest(manager, state)
-    if restored is not None:
-        start_step, state, data_state = restored
-        if data_state.get("next_index") != start_step:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {start_step} in {manager.directory} holds a data iterator at "
-                f"{data_state.get('next_index')}, not at its step; move the checkpoint away."
-            )
-        train_iter.set_state(data_state)
-        _truncate_metrics_log(workdir, start_step)
-        _console(f"Resumed from checkpoint at step {start_step} in {manager.directory}.")
+    state = resume(manager, state, train_iter, workdir, config)
     start_step = int(state.step)
     results_path = os.path.join(workdir, "results.json")
-    if start_step == total_steps and os.path.exists(results_path):
+    finished = start_step == total_steps or validation.should_stop(state, config)
+    if finished and os.path.exists(results_path):
         _console(f"{workdir} holds a finished run; its results are in {results_path}.")
         manager.close()
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
 
+    best = validation.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
     writer = metrics.create_writer(workdir, enabled=is_main)
     if start_step == 0:
         writer.write_hparams(config.to_dict())
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
+        with workdir_lib.write_errors("config.json", workdir):
+            workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
     # Compile ahead of time so compile time is measured apart from training.
-    train_step = jax.jit(
-        make_train_step(model, tx, mean, std, config.label_smoothing),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
-    eval_step = jax.jit(
-        make_eval_step(model, mean, std),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=replicated,
-    )
+    train_step, eval_step = jit_steps(config, model, tx, mean, std, mesh)
     example_batch = {
         "image": jax.ShapeDtypeStruct(
             (config.batch_size, 32, 32, 3), jnp.uint8, sharding=batch_sharding
@@ -353,95 +517,133 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Train.
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
     progress = Progress(total_steps, steps_per_epoch, config.batch_size)
-    train_metrics = None
+    monitor = LossMonitor(config, manager)
     paused_seconds = 0.0  # evaluation and checkpoint time, excluded from throughput
     steady_start = None  # after the first step: warm caches, excluded from throughput
     steady_images = 0
+    validation_update = validation.make_validation_update(config, replicated)
+    stopped_early = validation.should_stop(state, config)  # resumed after stopping early
+    last_step = start_step if stopped_early else total_steps
     loop_start = time.perf_counter()
     progress.reset_clock(start_step)
-    for step in range(start_step + 1, total_steps + 1):
-        batch = to_global(next(train_iter), batch_sharding)
-        state, step_metrics = train_step(state, batch)
-        train_metrics = step_metrics if train_metrics is None else train_metrics.merge(step_metrics)
-        if steady_start is None:
-            jax.block_until_ready(state)
-            steady_start = time.perf_counter()
-        else:
-            steady_images += config.batch_size
+    with preemption.StopRequest() as stop:
+        for step in range(start_step + 1, last_step + 1):
+            batch = to_global(next(train_iter), batch_sharding)
+            state, step_metrics = train_step(state, batch)
+            monitor.add(step, step_metrics)  # checks the previous step while this one runs
+            if steady_start is None:
+                jax.block_until_ready(state)
+                steady_start = time.perf_counter()
+            else:
+                steady_images += config.batch_size
 
-        if step % config.log_every_steps == 0 or step == total_steps:
-            scalars = {k: float(v) for k, v in train_metrics.compute().items()}
-            if not math.isfinite(scalars["loss"]):
-                raise TrainingError(
-                    f"the training loss became {scalars['loss']} by step {step} (averaged over "
-                    f"the last {config.log_every_steps} steps). Lower learning_rate (now "
-                    f"{config.learning_rate}), set grad_clip_norm, or check the data. "
-                    f"Checkpoints up to the last good one are kept in {manager.directory}."
+            if step % config.log_every_steps == 0 or step == total_steps:
+                scalars = monitor.pop_scalars()
+                lr = optim.learning_rate_at(schedule, state.opt_state, step - 1)
+                scalars["learning_rate"] = lr
+                _console(progress.line(step, scalars))
+                writer.write_scalars(
+                    step, {"split": "train", **scalars, "epoch": step / steps_per_epoch}
                 )
-            scalars["learning_rate"] = float(schedule(step - 1))
-            _console(progress.line(step, scalars))
-            writer.write_scalars(
-                step, {"split": "train", **scalars, "epoch": step / steps_per_epoch}
-            )
-            train_metrics = None
 
-        pause_start = time.perf_counter()
-        paused = False
-        end_of_epoch = step % steps_per_epoch == 0
-        epoch = step // steps_per_epoch
-        if dataset.val is not None and end_of_epoch and epoch % config.eval_every_epochs == 0:
-            val = evaluate(eval_step, state, dataset.val, eval_batch_size, batch_sharding)
-            _console(f"  val   epoch {epoch}: loss {val['loss']:.4f} | acc {val['accuracy']:.4f}")
-            writer.write_scalars(step, {"split": "val", **val, "epoch": step / steps_per_epoch})
-            paused = True
-        if step % checkpoint_every == 0 or step == total_steps:
-            checkpoint.save(manager, step, state, train_iter.get_state())
-            writer.flush()
-            paused = True
-        if paused:
-            paused_seconds += time.perf_counter() - pause_start
-            progress.reset_clock(step)
+            pause_start = time.perf_counter()
+            paused = False
+            end_of_epoch = step % steps_per_epoch == 0
+            epoch = step // steps_per_epoch
+            if dataset.val is not None and end_of_epoch and epoch % config.eval_every_epochs == 0:
+                val = evaluate(eval_step, state, dataset.val, eval_batch_size, batch_sharding)
+                _console(
+                    f"  val   epoch {epoch}: loss {val['loss']:.4f} | acc {val['accuracy']:.4f}"
+                )
+                writer.write_scalars(step, {"split": "val", **val, "epoch": step / steps_per_epoch})
+                state = validation_update(state, val["loss"], val["accuracy"], step)
+                if validation.improved_at(state, step):
+                    best.save(step, state, train_iter.get_state())
+                stopped_early = validation.should_stop(state, config)
+                paused = True
+            multi = jax.process_count() > 1
+            stopping = stop.requested(all_processes=multi and step % config.log_every_steps == 0)
+            if step % checkpoint_every == 0 or step == total_steps or stopping or stopped_early:
+                monitor.flush()  # never save a state whose loss went bad
+                save_checkpoint(manager, step, state, train_iter.get_state())
+                writer.flush()
+                paused = True
+            if stopping:
+                with workdir_lib.write_errors(f"checkpoint {step}", str(manager.directory)):
+                    manager.wait_until_finished()
+                writer.close()
+                raise preemption.Preempted(
+                    f"stopped by {stop.name()} after step {step}/{total_steps}; a checkpoint "
+                    f"was saved in {manager.directory}. Rerun the same command to resume.",
+                    stop.signum,
+                )
+            if paused:
+                paused_seconds += time.perf_counter() - pause_start
+                progress.reset_clock(step)
+            if stopped_early:
+                _console(
+                    f"Early stopping after epoch {epoch}: no better {config.best_metric} in "
+                    f"{config.early_stopping_patience} evaluations."
+                )
+                break
+    monitor.flush()
 
     jax.block_until_ready(state)
     train_seconds = time.perf_counter() - loop_start - paused_seconds
     steady_seconds = time.perf_counter() - (steady_start or loop_start) - paused_seconds
-    manager.wait_until_finished()
+    with workdir_lib.write_errors("the last checkpoint", str(manager.directory)):
+        manager.wait_until_finished()
 
-    # Test.
-    test = evaluate(eval_step, state, dataset.test, eval_batch_size, batch_sharding)
+    # Test, on the final or the best-validation state.
+    final_step = int(state.step)
+    tested = validation.test_checkpoint(config)
+    test_state = best.restore(state) if tested == "best" else state
+    test = evaluate(eval_step, test_state, dataset.test, eval_batch_size, batch_sharding)
     _console(f"Test: loss {test['loss']:.4f} | accuracy {test['accuracy']:.4f}")
-    writer.write_scalars(total_steps, {"split": "test", **test})
+    writer.write_scalars(final_step, {"split": "test", **test})
+    test_tta = None
+    if config.tta != "none":  # test-time augmentation (cifar_jax/tta.py), reported apart
+        tta_step = jax.jit(
+            tta.make_eval_step(model, mean, std, config.tta),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=replicated,
+        )
+        test_tta = evaluate(tta_step, test_state, dataset.test, eval_batch_size, batch_sharding)
+        _console(
+            f"Test with TTA {config.tta}: loss {test_tta['loss']:.4f} | "
+            f"accuracy {test_tta['accuracy']:.4f}"
+        )
     writer.close()
 
     results = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "trainable_params": trainable_params,
-        "epochs": total_steps / steps_per_epoch,
-        "steps": total_steps,
+        "epochs": final_step / steps_per_epoch,
+        "steps": final_step,
         "train_seconds": train_seconds,
         "train_images_per_second": steady_images / steady_seconds if steady_images else None,
         "compile_seconds": compile_seconds,
         "resumed_from_step": start_step,
+        "skipped_nonfinite_steps": monitor.skipped,
         "seed": config.seed,
         "state_sha256": state_sha256(state),
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
         "dataset_source": dataset.source,
+        **validation.results(state, config, tested),
         "config": config.to_dict(),
     }
+    if test_tta is not None:
+        results["test_accuracy_tta"] = test_tta["accuracy"]
+        results["test_loss_tta"] = test_tta["loss"]
     if is_main:
-        _write_json_atomic(results_path, results)
+        with workdir_lib.write_errors("results.json", workdir):
+            workdir_lib.write_json_atomic(results_path, results)
     manager.close()
+    best.close()
     return results
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 __all__ = [
@@ -451,6 +653,7 @@ __all__ = [
     "create_train_state",
     "cross_entropy",
     "evaluate",
+    "jit_steps",
     "make_eval_step",
     "make_train_step",
     "state_sha256",

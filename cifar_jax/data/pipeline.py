@@ -5,8 +5,9 @@ Train: a random-access dataset indexed by global step. Step ``s`` belongs to epo
 by ``(seed, epoch)``, and the last partial batch of an epoch is dropped. Augmentation
 is drawn per global batch from ``(seed, step)`` and applied vectorised to the batch,
 which on CPU is several times faster than per-image maps. Every process draws the same
-global-batch randomness and keeps only its own slice of the batch, so 1 process and N
-processes see exactly the same images.
+global-batch randomness and augments only its own slice of the batch, so 1 process and N
+processes see exactly the same images. The ops are in :mod:`cifar_jax.data.augment`;
+mixup / cutmix, which mix images across the batch, run in the jitted train step.
 
 Because a batch is a pure function of its step, the iterator state Grain checkpoints is
 just the next index: a resumed run sees exactly the batches an uninterrupted run sees.
@@ -29,23 +30,44 @@ import grain
 import jax.numpy as jnp
 import numpy as np
 
-from cifar_jax.data import ArraySplit
+from cifar_jax.data import ArraySplit, augment
 from cifar_jax.errors import ConfigError
 
 CROP_PADDING_MODES = ("constant", "reflect")
-NORMALIZATIONS = ("mean_std", "half")
+# "none": pixels scaled to [0, 1] only (mean 0, std 1).
+NORMALIZATIONS = ("mean_std", "half", "none")
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """The random augmentation of the training pipeline."""
+    """The random augmentation of the training pipeline (see :mod:`cifar_jax.data.augment`
+    for each op's semantics and the fixed order they run in)."""
 
     crop_padding: int = 0
     crop_padding_mode: str = "constant"
     flip: bool = False
+    # AutoAugment policy: "none" or "cifar10" (torchvision's AutoAugmentPolicy.CIFAR10).
+    autoaugment: str = "none"
+    # ColorJitter strengths (0 = that op off).
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    # RandomRotation: angle uniform in [-rotation, rotation] degrees (0 = off).
+    rotation: float = 0.0
+    # RandomErasing: probability (0 = off), area fraction range, aspect ratio range.
+    erasing_prob: float = 0.0
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    # Cutout square side in pixels (0 = off).
+    cutout_size: int = 0
+    # uint8 RGB value erasing and cutout fill with: the normalization mean, i.e. 0 once
+    # normalized (torchvision's RandomErasing(value=0) after Normalize).
+    fill: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
-    def from_config(cls, config) -> AugmentConfig:
+    def from_config(cls, config, mean=None) -> AugmentConfig:
+        """The config's augmentation; ``mean`` (in [0, 1] units, the one
+        :func:`normalization_stats` gives) sets the erasing / cutout fill."""
         if config.crop_padding_mode not in CROP_PADDING_MODES:
             raise ConfigError(
                 f"crop_padding_mode={config.crop_padding_mode!r} is not known; "
@@ -55,45 +77,38 @@ class AugmentConfig:
             raise ConfigError(
                 f"random_crop_padding={config.random_crop_padding} must be >= 0 (0 = no crop)."
             )
+        if config.autoaugment not in augment.AUTOAUGMENT_POLICIES:
+            raise ConfigError(
+                f"autoaugment={config.autoaugment!r} is not known; use one of "
+                f"{augment.AUTOAUGMENT_POLICIES}."
+            )
+        fill = (0, 0, 0)
+        if mean is not None:
+            fill = tuple(int(v) for v in np.clip(np.round(np.asarray(mean) * 255.0), 0, 255))
         return cls(
             crop_padding=int(config.random_crop_padding),
             crop_padding_mode=config.crop_padding_mode,
             flip=bool(config.random_flip),
+            autoaugment=config.autoaugment,
+            brightness=float(config.color_jitter_brightness),
+            contrast=float(config.color_jitter_contrast),
+            saturation=float(config.color_jitter_saturation),
+            rotation=float(config.random_rotation),
+            erasing_prob=float(config.random_erasing_prob),
+            erasing_scale=tuple(float(v) for v in config.random_erasing_scale),
+            erasing_ratio=tuple(float(v) for v in config.random_erasing_ratio),
+            cutout_size=int(config.cutout_size),
+            fill=fill,
         )
 
 
-def random_crop(
-    images: np.ndarray, offsets: np.ndarray, padding: int, mode: str = "constant"
-) -> np.ndarray:
-    """Crops each image of ``images`` (N,H,W,C) at ``offsets`` (N,2) after padding.
-
-    ``offsets`` are in [0, 2 * padding]; offset ``padding`` is the unshifted image.
-    """
-    n, h, w, _ = images.shape
-    pad_mode = "constant" if mode == "constant" else "reflect"
-    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), pad_mode)
-    rows = offsets[:, 0, None] + np.arange(h)  # (N, H)
-    cols = offsets[:, 1, None] + np.arange(w)  # (N, W)
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def random_flip(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """Mirrors left-right the images whose ``flip`` entry is True."""
-    return np.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+random_crop = augment.random_crop
+random_flip = augment.random_flip
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, aug: AugmentConfig) -> np.ndarray:
     """Applies the train augmentation to a whole batch with one draw of randomness."""
-    n = images.shape[0]
-    # Draw every random number first, in a fixed order, whatever is enabled later on,
-    # so enabling one augmentation does not change the randomness of another.
-    offsets = rng.integers(0, 2 * aug.crop_padding + 1, size=(n, 2))
-    flips = rng.random(n) < 0.5
-    if aug.crop_padding:
-        images = random_crop(images, offsets, aug.crop_padding, aug.crop_padding_mode)
-    if aug.flip:
-        images = random_flip(images, flips)
-    return images
+    return augment.apply_augmentations(images, augment.sample_params(rng, len(images), aug), aug)
 
 
 def process_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
@@ -116,12 +131,13 @@ class _TrainBatch:
     rows: slice
 
     def __call__(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        # The randomness covers the global batch; each process keeps its own rows.
-        images = augment_batch(self.split.images[indices], rng, self.aug)
-        return {
-            "image": np.ascontiguousarray(images[self.rows]),
-            "label": self.split.labels[indices][self.rows],
-        }
+        # The randomness is drawn for the global batch; each process augments its own rows.
+        draws = augment.sample_params(rng, len(indices), self.aug)
+        own = indices[self.rows]
+        images = augment.apply_augmentations(
+            self.split.images[own], {k: v[self.rows] for k, v in draws.items()}, self.aug
+        )
+        return {"image": images, "label": self.split.labels[own]}
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
@@ -233,6 +249,8 @@ def normalization_stats(config, mean, std) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(mean, np.float32), np.asarray(std, np.float32)
     if config.normalization == "half":
         return np.full(3, 0.5, np.float32), np.full(3, 0.5, np.float32)
+    if config.normalization == "none":  # x / 255, i.e. [0, 1]
+        return np.zeros(3, np.float32), np.ones(3, np.float32)
     raise ConfigError(
         f"normalization={config.normalization!r} is not known; use one of {NORMALIZATIONS}."
     )
