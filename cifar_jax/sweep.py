@@ -240,13 +240,17 @@ def plot(summary: dict, path: str) -> None:
     names = [r["variant"] for r in rows]
     means = [100 * r["test_accuracy_mean"] for r in rows]
     stds = [100 * r["test_accuracy_std"] for r in rows]
-    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue", label="mean ± std over seeds")
+    bars = ax.bar(
+        names, means, yerr=stds, capsize=4, color="tab:blue", label="mean ± std over seeds"
+    )
+    ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], padding=3, fontsize=8)
+    ax.set_ylim(0, 1.25 * max([m + s for m, s in zip(means, stds, strict=True)] or [1]))
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlabel("variant")
     title = summary["title"] + (" (reduced budget)" if summary["reduced_budget"] else "")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right")
-    ax.tick_params(axis="x", rotation=30)
+    ax.legend(loc="upper right")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
