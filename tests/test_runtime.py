@@ -43,3 +43,30 @@ def test_single_process_needs_no_distributed_runtime(xla_flags):
     for var in ("CIFAR_JAX_COORDINATOR", "CIFAR_JAX_NUM_PROCESSES", "CIFAR_JAX_DISTRIBUTED"):
         xla_flags.delenv(var, raising=False)
     assert runtime.initialize_distributed() is False
+
+
+def _grad_hlo(deterministic: bool) -> str:
+    """The lowered gradient of a max-pooling model, traced as if on a GPU backend."""
+    import jax
+    import jax.numpy as jnp
+
+    from cifar_jax import config_base, models
+
+    config = config_base.base_config()
+    config.model, config.deterministic = "lenet", deterministic
+    model = models.build_model(config, 10)
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+
+    def loss(params):
+        return model.apply({**variables, "params": params}, x, train=False).sum()
+
+    return jax.jit(jax.grad(loss)).lower(variables["params"]).as_text()
+
+
+def test_deterministic_pooling_avoids_select_and_scatter(monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "select_and_scatter" in _grad_hlo(deterministic=False)
+    assert "select_and_scatter" not in _grad_hlo(deterministic=True)

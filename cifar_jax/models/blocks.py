@@ -146,9 +146,11 @@ class MLPHead(nn.Module):
 class MaxPool2x2(nn.Module):
     """2x2/stride-2 max-pool (see :func:`layers.max_pool2x2`)."""
 
+    deterministic: bool = False
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return layers.max_pool2x2(x)
+        return layers.max_pool2x2(x, self.deterministic)
 
 
 class Flatten(nn.Module):

@@ -99,7 +99,9 @@ class ConvNet(nn.Module):
                         f"pooling stages ({len(self.stages)}) for a 32x32 input. Fix: use "
                         f"fewer entries in --config.widths."
                     )
-                x = blocks.MaxPool2x2(name=f"stage{s}_pool")(x)
+                x = blocks.MaxPool2x2(
+                    deterministic=self.options.deterministic_pool, name=f"stage{s}_pool"
+                )(x)
             if stage.dropout > 0:
                 x = dropout(stage.dropout, spatial=self.spatial_dropout, name=f"stage{s}_dropout")(
                     x, deterministic=not train

@@ -348,6 +348,7 @@ def build_model(config: Any, num_classes: int) -> nn.Module:
         activation=check_activation(config.activation),
         kernel_init=check_kernel_init(config.kernel_init),
         bn_momentum=momentum,
+        deterministic_pool=bool(config.get("deterministic", False)),
     )
     defaults = _MODELS[name]
     if isinstance(defaults, ResNetDefaults):

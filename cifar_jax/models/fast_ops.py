@@ -1,0 +1,188 @@
+"""CPU formulations of max-pooling (used) and convolution (measured, not used).
+
+Pooling. XLA:CPU runs the gradient of a window max-pool (``reduce_window``, whose VJP is
+select-and-scatter) as a scatter with iota index tensors: ~40% of a LeNet train step on
+2 cores. :func:`max_pool2x2` computes the same values from the four strided views of
+each 2x2 window and saves the position of the first maximum (row-major, strict ``>``,
+NaN wins: torch's ``MaxPool2d`` and XLA's select-and-scatter rule); its custom gradient
+routes each output gradient there with four selects. Values and gradients equal the
+window form's; 3-5x faster fwd+bwd on CPU. (The obvious ``x == max`` mask, which is also
+what ``jnp.max``'s own gradient uses, is NOT safe: inside a whole jitted model XLA may
+recompute ``x`` in another fusion with different rounding, and the mask then silently
+drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.)
+
+Convolution. XLA's own (Eigen) convolution stays, except on maps smaller than the
+kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU rewrites those into a
+batch-as-feature convolution that is ~100x slower, so there :func:`conv_im2col` (patch
+extraction + one matmul; backward by autodiff) is used (:func:`use_im2col`). Measured on
+the other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
+slower: the patch matrix costs more to write than the matmul saves), 1x1 convs as
+matmuls (:func:`conv_1x1_matmul`: no difference to whole steps), and a matmul +
+overlap-add input gradient (won in isolation for few-channel and strided convs, but
+inside a step XLA split the overlap-add into kh*kw materialized pads, 10x slower).
+
+:mod:`cifar_jax.models.layers` picks these forms at trace time from
+``jax.default_backend()``, so GPU/TPU programs are unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def max_pool2x2_window(x: jax.Array) -> jax.Array:
+    """Reference: 2x2/stride-2 VALID max-pool as a reduce-window (torch's MaxPool2d(2))."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _window_max_and_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Max of each 2x2 window and the (row-major) position of its first maximum.
+
+    Strict ``>`` keeps the first of equal values and NaN wins, as in torch's MaxPool2d.
+    """
+    n, h, w, c = x.shape
+    xr = x.reshape(n, h // 2, 2, w // 2, 2, c)
+    best = xr[:, :, 0, :, 0, :]
+    index = jnp.zeros(best.shape, jnp.int8)
+    for k, (i, j) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
+        v = xr[:, :, i, :, j, :]
+        better = (v > best) | jnp.isnan(v)
+        best = jnp.where(better, v, best)
+        index = jnp.where(better, jnp.int8(k), index)
+    return best, index
+
+
+@jax.custom_vjp
+def _pool_even(x: jax.Array) -> jax.Array:
+    return _window_max_and_index(x)[0]
+
+
+def _pool_even_fwd(x: jax.Array):
+    y, index = _window_max_and_index(x)
+    # The gradient uses the saved index, never ``x == y``: XLA may recompute x in another
+    # fusion with different rounding (FMA contraction), which made equality masks drop
+    # gradients inside whole models.
+    return y, index
+
+
+def _pool_even_bwd(index, g):
+    n, h2, w2, c = g.shape
+    zero = jnp.zeros((), g.dtype)
+    parts = [jnp.where(index == k, g, zero) for k in range(4)]  # (0,0) (0,1) (1,0) (1,1)
+    row0 = jnp.stack(parts[0:2], axis=3)  # n, h/2, w/2, 2(j), c
+    row1 = jnp.stack(parts[2:4], axis=3)
+    dx = jnp.stack([row0, row1], axis=2)  # n, h/2, 2(i), w/2, 2(j), c
+    return (dx.reshape(n, 2 * h2, 2 * w2, c),)
+
+
+_pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
+
+
+def max_pool2x2(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 max-pool, values and gradients equal to :func:`max_pool2x2_window`.
+
+    Odd sizes drop the last row/column first (as VALID pooling and torch do).
+    """
+    n, h, w, c = x.shape
+    if h % 2 or w % 2:
+        x = x[:, : h - h % 2, : w - w % 2, :]
+    return _pool_even(x)
+
+
+def _pad_nhwc(x: jax.Array, padding: int) -> jax.Array:
+    if not padding:
+        return x
+    return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+def conv_reference(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Plain XLA convolution, NHWC x HWIO, symmetric zero padding (what nn.Conv computes)."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def conv_1x1_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """A 1x1 convolution as a (strided) subsample and one matmul (rejected, see above)."""
+    x = _pad_nhwc(x, padding)
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
+
+
+def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Convolution as shifted-window patch extraction + one matmul (see module docstring)."""
+    kh, kw, cin, cout = kernel.shape
+    x = _pad_nhwc(x, padding)
+    n, h, w, _ = x.shape
+    ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+    cols = [
+        x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+    y = patches.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+    return y.reshape(n, ho, wo, cout)
+
+
+def use_im2col(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> bool:
+    """Whether a (stride-1 or strided) conv runs as im2col on CPU: maps smaller than the
+    kernel (VGG's 2x2 stage). XLA:CPU rewrites those into a batch-as-feature convolution
+    that took 2.9 s for a 128x2x2x512 -> 512 forward (im2col: 24 ms, 75x faster forward +
+    backward); from 4x4 up XLA's own conv was faster in every seed-model shape."""
+    return x_shape[1] < kernel_shape[0] or x_shape[2] < kernel_shape[1]
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """Drop-in for ``lax.conv_general_dilated`` in flax ``nn.Conv(conv_general_dilated=)``.
+
+    On CPU (decided at trace time) a square, symmetric, undilated NHWC conv on a map
+    smaller than its kernel runs as :func:`conv_im2col`; everything else, and every conv
+    on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
+    """
+    args = dict(
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count,
+        precision=precision,
+        **kwargs,
+    )
+    plain = (
+        jax.default_backend() != "cpu"
+        or kwargs
+        or feature_group_count != 1
+        or precision is not None
+        or lhs.ndim != 4
+        or isinstance(padding, str)
+        or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+        or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    )
+    if not plain:
+        strides = tuple(window_strides)
+        pads = {int(p) for pair in padding for p in pair}
+        square = rhs.shape[0] == rhs.shape[1] and len(set(strides)) == 1
+        if square and len(pads) == 1 and use_im2col(lhs.shape, rhs.shape):
+            return conv_im2col(lhs, rhs, strides[0], pads.pop())
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **args)

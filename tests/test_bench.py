@@ -1,0 +1,121 @@
+"""The CPU benchmark: runs end to end on a tiny model; the torch twins match the flax models.
+
+The jax side always runs. The PyTorch side needs ``torch`` (the ``[bench]`` extra); where
+it is not installed those checks are skipped, not failed.
+"""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from cifar_jax import bench, config_base, models
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed ([bench] extra)")
+
+
+def tiny_config(**overrides):
+    config = config_base.base_config()
+    config.update(
+        dict(
+            data_source="synthetic",
+            synthetic_train_examples=256,
+            synthetic_test_examples=64,
+            model="lenet",
+            optimizer="sgd",
+            learning_rate=0.01,
+            num_epochs=1,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def _flax_params(config, num_classes):
+    model = models.build_model(config, num_classes)
+    variables = jax.eval_shape(
+        lambda: model.init(
+            {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+            jnp.zeros((1, 32, 32, 3)),
+            train=False,
+        )
+    )
+    return model, models.count_trainable_params(variables)
+
+
+def test_bench_model_runs_on_a_tiny_model():
+    records = bench.bench_model(
+        tiny_config(), [16], rounds=2, seconds=0.01, steps=2, use_torch=HAS_TORCH
+    )
+    (r,) = records
+    assert r["model"] == "lenet" and r["batch_size"] == 16 and r["params"] == 62_006
+    for side in ("train", "eval"):
+        assert r[side]["jax_images_per_second"] > 0
+        assert len(r[side]["jax_rounds"]) == 2
+        if HAS_TORCH:
+            assert r[side]["torch_images_per_second"] > 0 and r[side]["ratio"] > 0
+    assert r["train_compile_seconds"] > 0
+    assert r["train_step_memory_mb"] is None or r["train_step_memory_mb"] > 0
+    assert r["pipeline_images_per_second"] > 0
+    assert 0 <= r["loop_data_wait_fraction"] < 1
+    report = {
+        "command": "python -m cifar_jax.bench --models=lenet",
+        "started": "t0",
+        "finished": "t1",
+        "wall_seconds": 1.0,
+        "loadavg_before": [0.0, 0.0, 0.0],
+        "loadavg_after": [0.0, 0.0, 0.0],
+        "machine": bench.machine_info(),
+        "results": records,
+    }
+    table = bench.markdown(report)
+    assert "| lenet | 62,006 | 16 |" in table
+    assert "python -m cifar_jax.bench --models=lenet" in table
+
+
+def test_seed_models_are_the_config_files():
+    names = bench.seed_models()
+    assert len(names) == 15 and "lenet" in names and "resnet" in names
+    assert bench.load_config("resnet").model == "resnet"
+
+
+@needs_torch
+def test_torch_twins_have_the_flax_parameter_counts():
+    """Every seed config's torch twin has exactly the flax model's parameter count (and
+    bench_torch refuses to build one that does not)."""
+    from cifar_jax import bench_torch
+
+    for name in bench.seed_models():
+        config = bench.load_config(name)
+        num_classes = 100 if config.dataset == "cifar100" else 10
+        if config.dataset == "cifar100" and config.label_type == "coarse":
+            num_classes = 20
+        if config.class_subset:
+            num_classes = config.class_subset
+        model, count = _flax_params(config, num_classes)
+        twin = bench_torch.build_torch_model(model, count)
+        assert bench_torch.count_params(twin) == count, name
+    model, count = _flax_params(tiny_config(), 10)
+    with pytest.raises(AssertionError, match="params"):
+        bench_torch.build_torch_model(model, count + 1)
+
+
+@needs_torch
+def test_torch_twin_trains_with_the_config_optimizer():
+    import numpy as np
+
+    from cifar_jax import bench_torch
+
+    config = tiny_config(model="basenet_residual", optimizer="adam", learning_rate=1e-3)
+    model, count = _flax_params(config, 10)
+    runner = bench_torch.TorchRunner(config, model, count, np.full(3, 0.5), np.full(3, 0.5), 1)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 10, 8).astype(np.int32),
+    }
+    losses = [float(runner.train_step(batch)) for _ in range(15)]
+    assert losses[-1] < losses[0]
+    assert 0 <= int(runner.eval_step(batch)) <= 8
