@@ -9,49 +9,12 @@ Recipe (report 003, section 3): batch 32, up to 50 epochs, Adam lr 1e-3, early s
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax import recipes
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = base_config()
+    config = recipes.report003_adam()
     # Architecture: c100_baseline with BN after each conv and after fc128.
     config.model = "c100_bn"
-    config.activation = "relu"
     config.batch_norm = True
-    config.kernel_init = "pytorch"
-
-    # Data: CIFAR-100's first 20 classes (10,000 train / 2,000 test images), with a
-    # stratified 80/20 train/validation split of the training images (8,000 / 2,000).
-    config.dataset = "cifar100"
-    config.label_type = "fine"
-    config.class_subset = 20
-    config.val_examples = 2_000
-    # The report's split seed (random_state=42); here it seeds every random choice.
-    config.seed = 42
-    # No augmentation (the report adds crop + flip only in its "+ Data Aug" runs).
-    config.random_crop_padding = 0
-    config.random_flip = False
-    # "Pixel values: Normalized to [0, 1]", no mean/std normalization (section 2.1).
-    config.normalization = "none"
-
-    # Optimization (section 3.2): Adam lr 1e-3, batch 32, up to 50 epochs.
-    config.optimizer = "adam"
-    config.learning_rate = 1e-3
-    config.weight_decay = 0.0  # none mentioned for the Adam models.
-    # ReduceLROnPlateau on validation loss: "reduced by 50% when validation loss
-    # plateaus", patience 5 (section 3.3); torch's other defaults (threshold 1e-4 rel,
-    # min_lr 0).
-    config.schedule = "plateau"
-    config.plateau_metric = "val_loss"
-    config.plateau_factor = 0.5
-    config.plateau_patience = 5
-    config.plateau_min_lr = 0.0
-    config.warmup_epochs = 0.0
-    # Early stopping on validation loss, patience 10; the best model (lowest validation
-    # loss) is saved and restored for the final test (section 3.3).
-    config.best_metric = "val_loss"
-    config.early_stopping_patience = 10
-    config.test_checkpoint = "best"
-    config.batch_size = 32
-    config.num_epochs = 50
     return config
