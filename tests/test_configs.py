@@ -24,3 +24,11 @@ def test_report003_recipe_is_shared_by_its_adam_configs():
         config = sweep.load_config_file(f"configs/{name}.py")
         for field in ("optimizer", "learning_rate", "schedule", "plateau_factor", "seed"):
             assert config[field] == recipe[field], (name, field)
+
+
+def test_vgg_pair_differs_only_in_batch_norm():
+    plain = sweep.load_config_file("configs/vgg_a.py").to_dict()
+    with_bn = sweep.load_config_file("configs/vgg_a_bn.py").to_dict()
+    differ = {k for k in plain if plain[k] != with_bn[k]}
+    assert differ == {"model", "batch_norm"}
+    assert recipes.report001_vgg_bn_study().num_epochs == 25
