@@ -3,7 +3,7 @@
 The BN study trains VGG-A with and without BN for 25 epochs with "all other settings
 (data aug, dropout, optimizer)" the same, and sweeps learning rates {0.15, 0.1, 0.075,
 0.05} for its loss-landscape band (30 epochs each). The optimizer and LR of the
-25-epoch comparison are not stated; see the choices below.
+25-epoch comparison are not stated; the choices are in cifar_jax/recipes.py.
 """
 
 import ml_collections
