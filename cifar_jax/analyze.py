@@ -338,15 +338,9 @@ def bn_sweep(
         dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
         def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                images,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=["batch_stats"],
-            )
+            logits, batch_stats = train.train_forward(model, params, state, images, dropout_key)
             loss, _ = objective.total(logits, batch["label"], params)
-            return loss, updates.get("batch_stats", {})
+            return loss, batch_stats
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         peak = state.opt_state.hyperparams["learning_rate"]

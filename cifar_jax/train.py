@@ -123,6 +123,20 @@ def create_train_state(
 _MIX_STREAM = 0x6D6978  # folded into the step's dropout key for the mixup / cutmix draws
 
 
+def train_forward(
+    model: nn.Module, params: Any, state: TrainState, images: jnp.ndarray, dropout_key: Any
+) -> tuple[jnp.ndarray, Any]:
+    """Training-mode logits of ``params`` and the updated BatchNorm statistics."""
+    logits, updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats},
+        images,
+        train=True,
+        rngs={"dropout": dropout_key},
+        mutable=["batch_stats"],
+    )
+    return logits, updates.get("batch_stats", {})
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -154,18 +168,12 @@ def make_train_step(
             images, lam = augment.mix_batch(mix_key, images, mix)
 
         def loss_fn(params):
-            logits, updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                images,
-                train=True,
-                rngs={"dropout": dropout_key},
-                mutable=["batch_stats"],
-            )
+            logits, batch_stats = train_forward(model, params, state, images, dropout_key)
             targets = batch["label"]
             if mix is not None:
                 targets = augment.mixed_targets(targets, lam, logits.shape[-1])
             objective, per_example = loss.total(logits, targets, params)
-            return objective, (logits, per_example, updates.get("batch_stats", {}))
+            return objective, (logits, per_example, batch_stats)
 
         grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
