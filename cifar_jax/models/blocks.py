@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_jax.models import layers
+from cifar_jax.models import fast_ops, layers
 from cifar_jax.models.layers import LayerOptions
 
 
@@ -76,7 +76,9 @@ class BasicBlock(nn.Module):
             init=opts.kernel_init,
             name="conv1",
         )(x)
-        out = layers.Activation(opts.activation, name="act1")(norm(out, "bn1"))
+        out = fast_ops.materialize(
+            layers.Activation(opts.activation, name="act1")(norm(out, "bn1"))
+        )
         out = layers.conv(
             self.features,
             3,
@@ -101,7 +103,9 @@ class BasicBlock(nn.Module):
                 name="shortcut_conv",
             )(x)
             shortcut = norm(shortcut, "shortcut_bn")
-        return layers.Activation(opts.activation, name="act2")(out + shortcut)
+        # Both activations feed a conv; kept in memory for its kernel gradient on CPU
+        # (fast_ops.materialize).
+        return fast_ops.materialize(layers.Activation(opts.activation, name="act2")(out + shortcut))
 
 
 class MLPHead(nn.Module):
