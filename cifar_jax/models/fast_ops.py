@@ -14,7 +14,9 @@ drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.
 Convolution. XLA's own (Eigen) convolution stays, except on maps smaller than the
 kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU rewrites those into a
 batch-as-feature convolution that is ~100x slower, so there :func:`conv_im2col` (patch
-extraction + one matmul; backward by autodiff) is used (:func:`use_im2col`). Measured on
+extraction + one matmul; backward by autodiff) is used (:func:`use_im2col`); and
+LeNet's first conv (3 -> 6 channels, 5x5), where a direct tap sum is 2-3x faster
+(:mod:`cifar_jax.models.small_conv`). Measured on
 the other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
 slower: the patch matrix costs more to write than the matmul saves), 1x1 convs as
 matmuls (:func:`conv_1x1_matmul`: no difference to whole steps), and a matmul +
@@ -30,6 +32,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from cifar_jax.models import small_conv
 
 
 def max_pool2x2_window(x: jax.Array) -> jax.Array:
@@ -158,7 +162,8 @@ def conv_general_dilated(
     """Drop-in for ``lax.conv_general_dilated`` in flax ``nn.Conv(conv_general_dilated=)``.
 
     On CPU (decided at trace time) a square, symmetric, undilated NHWC conv on a map
-    smaller than its kernel runs as :func:`conv_im2col`; everything else, and every conv
+    smaller than its kernel runs as :func:`conv_im2col`, and LeNet's 3->6 5x5 first conv
+    as :func:`cifar_jax.models.small_conv.conv_small_cin`; everything else, and every conv
     on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
     """
     args = dict(
@@ -183,8 +188,12 @@ def conv_general_dilated(
         strides = tuple(window_strides)
         pads = {int(p) for pair in padding for p in pair}
         square = rhs.shape[0] == rhs.shape[1] and len(set(strides)) == 1
-        if square and len(pads) == 1 and use_im2col(lhs.shape, rhs.shape):
-            return conv_im2col(lhs, rhs, strides[0], pads.pop())
+        if square and len(pads) == 1:
+            pad = pads.pop()
+            if use_im2col(lhs.shape, rhs.shape):
+                return conv_im2col(lhs, rhs, strides[0], pad)
+            if small_conv.use_small_cin(lhs.shape, rhs.shape, strides[0], pad):
+                return small_conv.conv_small_cin(lhs, rhs, strides[0], pad)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **args)
 
 
