@@ -363,12 +363,22 @@ def machine_info() -> dict[str, Any]:
     import jax
     import jaxlib
 
-    cpu = platform.processor()
+    cpu, family, flags = platform.processor(), "", set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "cpu family":
+                family = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
                 break
+    # Both sides pick kernels by vector ISA (torch's oneDNN JITs per ISA), so ratios
+    # measured on an AVX2 machine do not carry over to an AVX-512 one: record it.
+    isa = next((i for i in ("avx512f", "avx2", "avx") if i in flags), "unknown")
+    if family:
+        cpu = f"{cpu} (family {family}, {isa.removesuffix('f').upper()})"
     info = {
         "cpu": cpu,
         "cores": os.cpu_count(),
