@@ -108,7 +108,11 @@ def test_pool_layer_avoids_select_and_scatter_on_cpu():
     assert ("select_and_scatter" in hlo) != on_cpu
 
 
-@pytest.mark.parametrize("shape", [(4, 28, 28, 6), (2, 16, 16, 32), (3, 7, 9, 5), (2, 2, 2, 1)])
+@pytest.mark.parametrize(
+    "shape",
+    # both gradient forms: below and from fast_ops.POOL_BROADCAST_MIN_CHANNELS
+    [(4, 28, 28, 6), (2, 16, 16, 32), (3, 7, 9, 5), (2, 2, 2, 1), (2, 6, 6, 15), (3, 5, 7, 16)],
+)
 def test_fast_max_pool_equals_window_pool(shape):
     x = jnp.asarray(np.random.default_rng(2).standard_normal(shape), jnp.float32)
     ct = jnp.asarray(
@@ -126,10 +130,11 @@ def test_fast_max_pool_equals_window_pool(shape):
     np.testing.assert_array_equal(jax.grad(loss(layers.max_pool2x2))(x), g_ref)
 
 
-def test_fast_max_pool_ties_go_to_the_first_max_like_torch():
+@pytest.mark.parametrize("channels", [1, fast_ops.POOL_BROADCAST_MIN_CHANNELS])
+def test_fast_max_pool_ties_go_to_the_first_max_like_torch(channels):
     """ReLU zeros tie often: the gradient goes to the first max of the window in row-major
     order (torch's MaxPool2d), not split over the ties."""
-    x = jnp.zeros((1, 4, 4, 1)).at[0, 3, 2, 0].set(1.0).at[0, 2, 3, 0].set(1.0)
+    x = jnp.zeros((1, 4, 4, channels)).at[0, 3, 2, 0].set(1.0).at[0, 2, 3, 0].set(1.0)
     g = jax.grad(lambda x: fast_ops.max_pool2x2(x).sum())(x)[0, :, :, 0]
     expect = np.zeros((4, 4))
     expect[0, 0] = expect[0, 2] = expect[2, 0] = 1.0  # all-zero windows: first element

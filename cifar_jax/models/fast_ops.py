@@ -71,9 +71,24 @@ def _pool_even_fwd(x: jax.Array):
     return y, index
 
 
+# From this many channels the pooling gradient is one broadcast select (5-12% faster
+# whole steps for the 32-128 channel CNNs); below, the stacked form (the broadcast form
+# vectorizes badly over 6 channels: 4x slower for LeNet's first pool).
+POOL_BROADCAST_MIN_CHANNELS = 16
+
+
 def _pool_even_bwd(index, g):
     n, h2, w2, c = g.shape
     zero = jnp.zeros((), g.dtype)
+    if c >= POOL_BROADCAST_MIN_CHANNELS:
+        # dx[n, 2i+a, 2j+b, c] = g[n, i, j, c] where the saved index is 2a+b.
+        shape = (1, 1, 2, 1, 2, 1)
+        position = 2 * lax.broadcasted_iota(jnp.int8, shape, 2) + lax.broadcasted_iota(
+            jnp.int8, shape, 4
+        )
+        wide = index[:, :, None, :, None, :] == position
+        dx = jnp.where(wide, g[:, :, None, :, None, :], zero)
+        return (dx.reshape(n, 2 * h2, 2 * w2, c),)
     parts = [jnp.where(index == k, g, zero) for k in range(4)]  # (0,0) (0,1) (1,0) (1,1)
     row0 = jnp.stack(parts[0:2], axis=3)  # n, h/2, w/2, 2(j), c
     row1 = jnp.stack(parts[2:4], axis=3)
