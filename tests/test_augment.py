@@ -57,6 +57,11 @@ def test_flip_twice_is_identity():
     np.testing.assert_array_equal(once[0], images[0, :, ::-1])
     np.testing.assert_array_equal(once[1], images[1])
     np.testing.assert_array_equal(augment.random_flip(once, flags), images)
+    before = images.copy()
+    everything = augment.random_flip(images, np.ones(16, bool))
+    np.testing.assert_array_equal(everything, images[:, :, ::-1])
+    np.testing.assert_array_equal(augment.random_flip(images, np.zeros(16, bool)), images)
+    np.testing.assert_array_equal(images, before)  # the input is never modified
 
 
 def test_rotation_by_0_is_identity_and_by_90_is_rot90():
