@@ -465,6 +465,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if total_steps <= 0:
         raise ConfigError("num_epochs (or num_train_steps) must be > 0.")
     validation.check_config(config, has_val=dataset.val is not None)
+    if dataset.val is not None:
+        validation.check_schedule(config, steps_per_epoch, total_steps)
     _console(
         f"Data: {dataset.source}: {len(dataset.train)} train, "
         f"{len(dataset.val) if dataset.val is not None else 0} val, {len(dataset.test)} test, "

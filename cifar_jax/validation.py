@@ -145,6 +145,21 @@ def check_config(config, has_val: bool) -> None:
             )
 
 
+def check_schedule(config, steps_per_epoch: int, total_steps: int) -> None:
+    """A run that tests its best-validation checkpoint must validate at least once:
+    fail before training, not after it, when it would end before its first validation."""
+    first_val = steps_per_epoch * config.eval_every_epochs
+    if test_checkpoint(config) == "best" and total_steps < first_val:
+        raise ConfigError(
+            f"this run tests its best-validation checkpoint (test_checkpoint="
+            f"{config.test_checkpoint!r}, early_stopping_patience="
+            f"{config.early_stopping_patience}) but ends at step {total_steps}, before its "
+            f"first validation at step {first_val} (every {config.eval_every_epochs} "
+            f"epoch(s) of {steps_per_epoch} steps), so there would be no best checkpoint. "
+            f"Fix: --config.test_checkpoint=final, or train for at least {first_val} steps."
+        )
+
+
 class BestCheckpoint:
     """The best-validation checkpoint under ``<workdir>/best`` (one kept).
 
@@ -205,6 +220,7 @@ __all__ = [
     "BestCheckpoint",
     "ValTracker",
     "check_config",
+    "check_schedule",
     "improved_at",
     "init_tracker",
     "make_validation_update",

@@ -129,6 +129,10 @@ CASES = [
     Case("class_subset_too_large", ["--config.class_subset=11"], ["class_subset", "11"]),
     Case("val_split_too_large", ["--config.val_examples=500"], ["val_examples"]),
     Case("coarse_labels_on_cifar10", ["--config.label_type=coarse"], ["coarse", "cifar100"]),
+    Case("best_test_before_first_validation",
+         ["--config.val_examples=32", "--config.early_stopping_patience=3",
+          "--config.eval_every_epochs=2"],
+         ["best-validation", "step 4", "first validation at step 6", "test_checkpoint=final"]),
     Case("missing_config_file", [], ["nope.py", "config"], config="nope", exit_code=2),
     Case("missing_workdir_flag", [], ["workdir"], workdir=False, exit_code=2),
     # ---- data
