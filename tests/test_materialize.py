@@ -1,7 +1,10 @@
 """fast_ops.materialize: bit-identical values and gradients, and on CPU the kernel-gradient
 transposes of a residual net read stored activations instead of recomputing them."""
 
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -87,3 +90,26 @@ def test_basic_block_output_unchanged_by_materialize(monkeypatch):
     plain = value_and_grads()
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+
+_SHARDED = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from cifar_jax.models import fast_ops
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jnp.ones((16, 4, 4, 32)), NamedSharding(mesh, PartitionSpec("data")))
+hlo = jax.jit(fast_ops.materialize).lower(x).compile().as_text()
+print(len(jax.devices()), "divide" in hlo, "all-reduce" in hlo or "all-gather" in hlo)
+"""
+
+
+def test_materialize_adds_no_communication_on_a_sharded_batch():
+    """Built elementwise: a batch-sharded activation needs no all-reduce for its "1" (a 1
+    taken from the first element cost one per call on an 8-device mesh)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["8", "True", "False"]
