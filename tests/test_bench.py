@@ -119,3 +119,28 @@ def test_torch_twin_trains_with_the_config_optimizer():
     losses = [float(runner.train_step(batch)) for _ in range(15)]
     assert losses[-1] < losses[0]
     assert 0 <= int(runner.eval_step(batch)) <= 8
+
+
+def test_lever_off_switches_the_lever_and_restores_it():
+    from cifar_jax import bench_levers
+    from cifar_jax.models import fast_ops
+
+    x = jnp.ones((2, 4, 4, 64))
+    on = jax.make_jaxpr(fast_ops.materialize)(x)
+    with bench_levers.lever_off("materialize"):
+        assert "div" not in str(jax.make_jaxpr(fast_ops.materialize)(x))
+    assert str(jax.make_jaxpr(fast_ops.materialize)(x)) == str(on)
+    assert "div" in str(on) or jax.default_backend() != "cpu"
+    with pytest.raises(SystemExit, match="unknown lever"), bench_levers.lever_off("nope"):
+        pass
+
+
+def test_lever_ab_runs_on_a_tiny_model():
+    """Both variants of LeNet (small_conv applies to its first conv at batch 128)."""
+    from cifar_jax import bench_levers
+
+    r = bench_levers.ab_lever(
+        tiny_config(val_examples=0), "small_conv", 128, rounds=1, seconds=0.01, steps=1
+    )
+    assert r["on_images_per_second"] > 0 and r["off_images_per_second"] > 0
+    assert r["ratio"] == pytest.approx(r["on_images_per_second"] / r["off_images_per_second"])
