@@ -372,15 +372,7 @@ def bn_sweep(
         hyper["learning_rate"] = jax.device_put(jnp.asarray(lr, jnp.float32), replicated)
         state = init_state.replace(opt_state=init_state.opt_state._replace(hyperparams=hyper))
         batches = pipeline.iterate(
-            pipeline.train_dataset(
-                dataset.train,
-                global_batch_size=config.batch_size,
-                num_steps=total,
-                seed=config.seed,
-                aug=pipeline.AugmentConfig.from_config(config, mean=mean),
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-            ),
+            pipeline.config_train_dataset(config, dataset.train, mean, total),
             config.prefetch_batches,
         )
         start = time.perf_counter()

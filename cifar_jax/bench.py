@@ -275,13 +275,7 @@ def bench_model(
         mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
 
         def make_iterator(config=config, mean=mean):
-            train_data = pipeline.train_dataset(
-                dataset.train,
-                global_batch_size=config.batch_size,
-                num_steps=10_000,
-                seed=config.seed,
-                aug=pipeline.AugmentConfig.from_config(config, mean=mean),
-            )
+            train_data = pipeline.config_train_dataset(config, dataset.train, mean, 10_000)
             return pipeline.iterate(train_data, config.prefetch_batches)
 
         it = make_iterator()

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,8 @@ def lever_off(name: str) -> Iterator[None]:
 
 def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float, steps: int):
     """img/s of the train step with ``lever`` on and off (medians of alternated rounds)."""
+    import jax
+
     from cifar_jax import bench, data
     from cifar_jax.data import pipeline
 
@@ -66,13 +69,7 @@ def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float
     config.batch_size = batch_size
     dataset = data.load_dataset(config)
     mean, _ = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-    train_data = pipeline.train_dataset(
-        dataset.train,
-        global_batch_size=batch_size,
-        num_steps=8,
-        seed=config.seed,
-        aug=pipeline.AugmentConfig.from_config(config, mean=mean),
-    )
+    train_data = pipeline.config_train_dataset(config, dataset.train, mean, num_steps=8)
     on = bench.JaxSide(config, dataset, None, [])
     with lever_off(lever):
         off = bench.JaxSide(config, dataset, None, [])
@@ -80,10 +77,6 @@ def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float
 
     def runner(side):
         def run(n: int) -> float:
-            import time
-
-            import jax
-
             state, start = side.state, time.perf_counter()
             for i in range(n):
                 state, _ = side.train_step(state, batches[i % 2])

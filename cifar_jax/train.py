@@ -484,15 +484,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # Resume if the workdir holds checkpoints.
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-    train_data = pipeline.train_dataset(
-        dataset.train,
-        global_batch_size=config.batch_size,
-        num_steps=total_steps,
-        seed=config.seed,
-        aug=pipeline.AugmentConfig.from_config(config, mean=mean),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    train_data = pipeline.config_train_dataset(config, dataset.train, mean, total_steps)
     train_iter = pipeline.iterate(train_data, config.prefetch_batches)
     state = resume(manager, state, train_iter, workdir, config)
     start_step = int(state.step)

@@ -148,3 +148,24 @@ def test_normalization_stats_half_and_unknown():
     config.normalization = "bogus"
     with pytest.raises(ConfigError, match="normalization"):
         pipeline.normalization_stats(config, (0,) * 3, (1,) * 3)
+
+
+def test_config_train_dataset_is_the_runs_pipeline():
+    config = config_base.base_config()
+    config.update(dict(batch_size=10, seed=3, random_flip=True, random_crop_padding=2))
+    split, mean = _split(), np.zeros(3)
+    built = pipeline.config_train_dataset(config, split, mean, num_steps=4)
+    explicit = pipeline.train_dataset(
+        split,
+        global_batch_size=10,
+        num_steps=4,
+        seed=3,
+        aug=pipeline.AugmentConfig.from_config(config, mean=mean),
+    )
+    assert len(built) == 4
+    for step in range(4):
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(built[step][key], explicit[step][key])
+    config.seed = 4
+    other = pipeline.config_train_dataset(config, split, mean, num_steps=4)
+    assert not np.array_equal(other[0]["image"], built[0]["image"])

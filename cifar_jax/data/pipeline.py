@@ -237,6 +237,22 @@ def eval_dataset(
     return grain.MapDataset.range(num_batches).map(_EvalBatch(split, global_batch_size, rows))
 
 
+def config_train_dataset(config, split: ArraySplit, mean, num_steps: int) -> grain.MapDataset:
+    """:func:`train_dataset` as a run of ``config`` builds it (its batch size, seed and
+    augmentation), for this process's slice of each global batch."""
+    import jax
+
+    return train_dataset(
+        split,
+        global_batch_size=config.batch_size,
+        num_steps=num_steps,
+        seed=config.seed,
+        aug=AugmentConfig.from_config(config, mean=mean),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
 def iterate(dataset: grain.MapDataset, prefetch: int) -> grain.DatasetIterator:
     """A checkpointable iterator that prepares ``prefetch`` batches ahead in threads."""
     options = grain.ReadOptions(num_threads=max(1, min(prefetch, 4)), prefetch_buffer_size=prefetch)
