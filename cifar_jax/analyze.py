@@ -567,10 +567,7 @@ def run() -> None:
             if argv[1] == "landscape":
                 if not workdir.value:
                     raise CifarJaxError("landscape needs --workdir=DIR (a training run).")
-                config = cli.prepare(runs.read_config(workdir.value))
-                loaded = runs.load_run(
-                    workdir.value, runs.parse_checkpoint(checkpoint.value), data_dir.value, config
-                )
+                loaded = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
                 result = landscape(
                     loaded, num_images.value, split.value, points_1d.value, points_2d.value,
                     span.value, seed.value,

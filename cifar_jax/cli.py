@@ -95,6 +95,16 @@ def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def load_workdir_run(workdir: str, checkpoint: str, data_dir: str | None):
+    """What every workdir command (evaluate, report, predict, analyze) starts with: the
+    run's config validated and the process set up for it (before JAX starts), then the
+    run's model, checkpoint (``latest``, ``best`` or a step) and data loaded."""
+    from cifar_jax import runs
+
+    config = prepare(runs.read_config(workdir))
+    return runs.load_run(workdir, runs.parse_checkpoint(checkpoint), data_dir, config)
+
+
 def prepare_process(config: ml_collections.ConfigDict) -> None:
     """Logging, XLA flags and jax.distributed: before JAX starts its backend."""
     if not flags.FLAGS["verbosity"].present:

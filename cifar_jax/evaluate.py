@@ -187,10 +187,7 @@ def run() -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         with cli.user_errors():
-            config = cli.prepare(runs.read_config(workdir.value))
-            run_ = runs.load_run(
-                workdir.value, runs.parse_checkpoint(checkpoint.value), data_dir.value, config
-            )
+            run_ = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
             result = evaluate_run(run_, tta_mode.value, split.value)
             import jax
 

@@ -128,10 +128,7 @@ def run() -> None:
                 )
             for path in paths:  # fail on a bad path before loading the run
                 load_image(path)
-            config = cli.prepare(runs.read_config(workdir.value))
-            loaded = runs.load_run(
-                workdir.value, runs.parse_checkpoint(checkpoint.value), data_dir.value, config
-            )
+            loaded = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
             result = predict_images(loaded, paths, top_k.value, tta_mode.value)
             import jax
 

@@ -281,10 +281,7 @@ def run() -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         with cli.user_errors():
-            config = cli.prepare(runs.read_config(workdir.value))
-            loaded = runs.load_run(
-                workdir.value, runs.parse_checkpoint(checkpoint.value), data_dir.value, config
-            )
+            loaded = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
             import jax
 
             from cifar_jax import evaluate

@@ -162,3 +162,21 @@ def test_evaluate_command_errors_have_no_traceback(tmp_path, workdir):
     out = run_command("evaluate", f"--workdir={workdir}", "--checkpoint=12345")
     assert out.returncode == 1
     assert "no checkpoint at step 12345" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_workdir_commands_load_runs_through_the_cli_helper(workdir, loaded, monkeypatch):
+    """cli.load_workdir_run (what evaluate/report/predict/analyze call): the same run as
+    runs.load_run, a step number given as text, and a bad checkpoint name rejected."""
+    from cifar_jax import cli
+
+    # Process set-up (logging, XLA flags) reads absl flags, parsed only under app.run.
+    prepared = []
+    monkeypatch.setattr(cli, "prepare_process", prepared.append)
+
+    run = cli.load_workdir_run(str(workdir), "latest", None)
+    assert (run.step, run.checkpoint_path) == (loaded.step, loaded.checkpoint_path)
+    steps = sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())
+    assert cli.load_workdir_run(str(workdir), str(steps[0]), None).step == steps[0]
+    with pytest.raises(CifarJaxError):
+        cli.load_workdir_run(str(workdir), "newest", None)
+    assert len(prepared) == 3 and prepared[0].model == "lenet"  # validated run config
