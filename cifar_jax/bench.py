@@ -357,6 +357,8 @@ def machine_info() -> dict[str, Any]:
     import jax
     import jaxlib
 
+    from cifar_jax.models import onednn
+
     cpu, family, flags = platform.processor(), "", set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -382,6 +384,7 @@ def machine_info() -> dict[str, Any]:
         "jaxlib": jaxlib.__version__,
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "conv_backend": onednn.conv_backend(),
     }
     with contextlib.suppress(ImportError):
         import torch
@@ -408,7 +411,8 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; jax {m['jax']}, "
-        f"torch {m.get('torch', '-')}; XLA_FLAGS=`{m['xla_flags']}`.",
+        f"torch {m.get('torch', '-')}; XLA_FLAGS=`{m['xla_flags']}`; jax convolutions: "
+        f"{m.get('conv_backend', 'xla')}.",
         f"Run: {report['started']} .. {report['finished']} ({report['wall_seconds'] / 60:.1f} "
         f"min); load average before / after: {report['loadavg_before']} / "
         f"{report['loadavg_after']}.",

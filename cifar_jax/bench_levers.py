@@ -24,11 +24,13 @@ from typing import Any
 
 def _levers() -> dict[str, tuple[Any, str, Any]]:
     """name -> (module, attribute, value that turns the lever off)."""
-    from cifar_jax.models import fast_ops, layers, small_conv
+    from cifar_jax.models import fast_ops, layers, onednn, small_conv
 
     return {
         # conv inputs kept in memory for the kernel-gradient transposes
         "materialize": (fast_ops, "materialize", lambda x: x),
+        # convolutions through oneDNN (FFI custom call) instead of XLA's
+        "onednn": (onednn, "use_onednn", lambda *args: False),
         # LeNet's first conv as a direct tap sum
         "small_conv": (small_conv, "use_small_cin", lambda *args: False),
         # max-pool gradient as one broadcast select (16+ channels)
@@ -40,7 +42,7 @@ def _levers() -> dict[str, tuple[Any, str, Any]]:
     }
 
 
-LEVERS = ("materialize", "small_conv", "pool_broadcast", "cpu_pool", "im2col")
+LEVERS = ("onednn", "materialize", "small_conv", "pool_broadcast", "cpu_pool", "im2col")
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ from cifar_jax import (
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.data import augment, pipeline
 from cifar_jax.errors import ConfigError, TrainingError
+from cifar_jax.models import onednn
 
 
 @flax.struct.dataclass
@@ -480,7 +481,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tx = optim.create_optimizer(config, schedule)
     state = create_train_state(model, tx, config.seed, replicated)
     trainable_params = models.count_trainable_params(state.params)
-    _console(f"Model: {config.model}, {trainable_params:,} trainable params.")
+    _console(
+        f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
+        f"{onednn.conv_backend()}."
+    )
 
     # Resume if the workdir holds checkpoints.
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)

@@ -123,13 +123,17 @@ def test_torch_twin_trains_with_the_config_optimizer():
 
 def test_lever_off_switches_the_lever_and_restores_it():
     from cifar_jax import bench_levers
-    from cifar_jax.models import fast_ops
+    from cifar_jax.models import fast_ops, onednn
 
     x = jnp.ones((2, 4, 4, 64))
-    on = jax.make_jaxpr(fast_ops.materialize)(x)
-    with bench_levers.lever_off("materialize"):
-        assert "div" not in str(jax.make_jaxpr(fast_ops.materialize)(x))
-    assert str(jax.make_jaxpr(fast_ops.materialize)(x)) == str(on)
+    saved = onednn.use_onednn
+    with bench_levers.lever_off("onednn"):  # materialize only acts before XLA's convs
+        assert not onednn.use_onednn(x, x)
+        on = jax.make_jaxpr(fast_ops.materialize)(x)
+        with bench_levers.lever_off("materialize"):
+            assert "div" not in str(jax.make_jaxpr(fast_ops.materialize)(x))
+        assert str(jax.make_jaxpr(fast_ops.materialize)(x)) == str(on)
+    assert onednn.use_onednn is saved
     assert "div" in str(on) or jax.default_backend() != "cpu"
     with pytest.raises(SystemExit, match="unknown lever"), bench_levers.lever_off("nope"):
         pass

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from model_grads import narrow_model, train_loss_and_grads
 
-from cifar_jax import config_base, models
-from cifar_jax.models import fast_ops, layers
+from cifar_jax.models import fast_ops, layers, onednn
 
 # (in_channels, out_channels, kernel, stride, padding, size): every conv of the seed models.
 SEED_CONVS = [
@@ -79,7 +79,9 @@ def test_conv_hook_equals_xla_conv_on_small_maps(cin, cout, k, stride, pad, size
     _check_conv(hook, cin, cout, k, stride, pad, size)
 
 
-def test_conv_hook_keeps_xla_conv_elsewhere():
+def test_conv_hook_keeps_xla_conv_elsewhere(monkeypatch):
+    """Without oneDNN (tests/test_onednn.py covers it): XLA's conv, im2col on small maps."""
+    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5))
     dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
     for pads in (((1, 1), (1, 1)), ((0, 1), (1, 0))):
@@ -149,26 +151,13 @@ def test_fast_max_pool_ties_go_to_the_first_max_like_torch(channels):
 def test_models_train_gradients_equal_with_window_pooling(model, monkeypatch):
     """A whole jitted model's gradients with the CPU pooling equal those with the window
     form (an equality-mask pooling gradient failed exactly this, not the unit tests)."""
-    config = config_base.base_config()
-    config.model = model
+    overrides = {}
     if model == "c100_bn":  # conv-BN-ReLU-pool, narrowed
-        config.widths, config.head_widths = (8, 16), (32,)
-    net = models.build_model(config, 10)
-    x = jnp.asarray(np.random.default_rng(4).standard_normal((4, 32, 32, 3)), jnp.float32)
-    variables = net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+        overrides = dict(widths=(8, 16), head_widths=(32,))
+    net, variables, x = narrow_model(model, **overrides)
 
     def grads():
-        def loss(params):
-            out, _ = net.apply(
-                {**variables, "params": params},
-                x,
-                train=True,
-                rngs={"dropout": jax.random.key(2)},
-                mutable=["batch_stats"],
-            )
-            return jnp.sum(out**2)
-
-        return jax.jit(jax.grad(loss))(variables["params"])
+        return train_loss_and_grads(net, variables, x)(variables["params"])[1]
 
     fast = grads()
     monkeypatch.setattr(layers, "max_pool2x2", lambda x, *_: fast_ops.max_pool2x2_window(x))

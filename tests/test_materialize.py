@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax.models import blocks, fast_ops, resnet
+from cifar_jax.models import blocks, fast_ops, onednn, resnet
 
 on_cpu = jax.default_backend() == "cpu"
 
@@ -30,11 +30,20 @@ def test_materialize_is_the_identity_in_values_and_gradients(special):
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(g))
 
 
-def test_materialize_leaves_narrow_maps_alone():
+def test_materialize_leaves_narrow_maps_alone(monkeypatch):
+    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)  # XLA's convs
     x = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS - 1))
-    assert "divide" not in jax.jit(fast_ops.materialize).lower(x).as_text()
+    assert "divide" not in jax.jit(lambda x: fast_ops.materialize(x)).lower(x).as_text()
     wide = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS))
-    assert ("divide" in jax.jit(fast_ops.materialize).lower(wide).as_text()) == on_cpu
+    assert ("divide" in jax.jit(lambda x: fast_ops.materialize(x)).lower(wide).as_text()) == on_cpu
+
+
+def test_materialize_is_a_no_op_before_onednn_convs(monkeypatch):
+    """oneDNN's kernel gradients read NHWC directly: no transposes to protect."""
+    monkeypatch.setattr(onednn, "use_onednn", lambda *args: True)
+    wide = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS))
+    # A fresh function: jit would reuse a trace of fast_ops.materialize made unpatched.
+    assert "divide" not in jax.jit(lambda x: fast_ops.materialize(x)).lower(wide).as_text()
 
 
 def _transpose_fusions_recomputing_activations(hlo: str) -> list[str]:
@@ -49,6 +58,7 @@ def _transpose_fusions_recomputing_activations(hlo: str) -> list[str]:
 
 @pytest.mark.skipif(not on_cpu, reason="the CPU fusion behaviour it guards")
 def test_residual_net_kernel_gradients_read_stored_activations(monkeypatch):
+    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)  # XLA's convs
     net = resnet.CifarResNet(
         num_classes=10, stem_width=32, widths=(32, 64), stage_blocks=(2, 1), strides=(1, 2)
     )

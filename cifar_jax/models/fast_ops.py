@@ -11,13 +11,16 @@ what ``jnp.max``'s own gradient uses, is NOT safe: inside a whole jitted model X
 recompute ``x`` in another fusion with different rounding, and the mask then silently
 drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.)
 
-Convolution. XLA's own (Eigen) convolution stays, except on maps smaller than the
-kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU rewrites those into a
-batch-as-feature convolution that is ~100x slower, so there :func:`conv_im2col` (patch
-extraction + one matmul; backward by autodiff) is used (:func:`use_im2col`); and
-LeNet's first conv (3 -> 6 channels, 5x5), where a direct tap sum is 2-3x faster
-(:mod:`cifar_jax.models.small_conv`). Measured on
-the other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
+Convolution. On one CPU device, float32 convolutions go through oneDNN
+(:mod:`cifar_jax.models.onednn`: 1.3-3.6x faster fwd+bwd than XLA's, whole steps
+1.1-1.4x), except on maps smaller than the kernel, where im2col (below) is faster still.
+Maps smaller than the kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU
+rewrites those into a batch-as-feature convolution that is ~100x slower, and oneDNN is
+1.3-1.6x slower than :func:`conv_im2col` (patch extraction + one matmul; backward by
+autodiff; :func:`use_im2col`). Where oneDNN is not available, XLA's own (Eigen)
+convolution runs the rest, except LeNet's first conv (3 -> 6 channels, 5x5), where a
+direct tap sum is 2-3x faster (:mod:`cifar_jax.models.small_conv`). Measured on the
+other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
 slower: the patch matrix costs more to write than the matmul saves), 1x1 convs as
 matmuls (:func:`conv_1x1_matmul`: no difference to whole steps), and a matmul +
 overlap-add input gradient (won in isolation for few-channel and strided convs, but
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cifar_jax.models import small_conv
+from cifar_jax.models import onednn, small_conv
 
 
 def max_pool2x2_window(x: jax.Array) -> jax.Array:
@@ -176,9 +179,11 @@ def conv_general_dilated(
 ):
     """Drop-in for ``lax.conv_general_dilated`` in flax ``nn.Conv(conv_general_dilated=)``.
 
-    On CPU (decided at trace time) a square, symmetric, undilated NHWC conv on a map
-    smaller than its kernel runs as :func:`conv_im2col`, and LeNet's 3->6 5x5 first conv
-    as :func:`cifar_jax.models.small_conv.conv_small_cin`; everything else, and every conv
+    On CPU (decided at trace time), for an undilated, ungrouped NHWC/HWIO conv: on a map
+    smaller than its kernel :func:`conv_im2col` (square, symmetric); otherwise oneDNN's
+    conv (:mod:`cifar_jax.models.onednn`, float32 on one device, where it built); without
+    oneDNN, LeNet's 3->6 5x5 first conv as
+    :func:`cifar_jax.models.small_conv.conv_small_cin`. Everything else, and every conv
     on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
     """
     args = dict(
@@ -199,16 +204,19 @@ def conv_general_dilated(
         or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
         or dimension_numbers != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
     )
-    if not plain:
-        strides = tuple(window_strides)
-        pads = {int(p) for pair in padding for p in pair}
-        square = rhs.shape[0] == rhs.shape[1] and len(set(strides)) == 1
-        if square and len(pads) == 1:
-            pad = pads.pop()
-            if use_im2col(lhs.shape, rhs.shape):
-                return conv_im2col(lhs, rhs, strides[0], pad)
-            if small_conv.use_small_cin(lhs.shape, rhs.shape, strides[0], pad):
-                return small_conv.conv_small_cin(lhs, rhs, strides[0], pad)
+    if plain:
+        return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **args)
+    strides = tuple(int(s) for s in window_strides)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    square = rhs.shape[0] == rhs.shape[1] and len(set(strides)) == 1
+    symmetric = len({p for pair in pads for p in pair}) == 1
+    if square and symmetric and use_im2col(lhs.shape, rhs.shape):
+        return conv_im2col(lhs, rhs, strides[0], pads[0][0])  # faster than oneDNN here too
+    if onednn.use_onednn(lhs, rhs):
+        return onednn.conv(lhs, rhs, strides, pads)
+    if square and symmetric:  # without oneDNN: LeNet's first conv as a direct tap sum
+        if small_conv.use_small_cin(lhs.shape, rhs.shape, strides[0], pads[0][0]):
+            return small_conv.conv_small_cin(lhs, rhs, strides[0], pads[0][0])
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **args)
 
 
@@ -233,7 +241,11 @@ def materialize(x: jax.Array) -> jax.Array:
     Only on CPU and for ``x.shape[-1] >= MATERIALIZE_MIN_CHANNELS``; GPU/TPU programs are
     unchanged.
     """
-    if jax.default_backend() != "cpu" or x.shape[-1] < MATERIALIZE_MIN_CHANNELS:
+    if (
+        jax.default_backend() != "cpu"
+        or x.shape[-1] < MATERIALIZE_MIN_CHANNELS
+        or onednn.use_onednn(x, x)  # oneDNN's kernel gradients need no transposes
+    ):
         return x
     # Elementwise, so a batch-sharded x needs no communication (a 1 taken from one
     # element cost an all-reduce per call on a multi-device mesh); exactly 1 for inf/NaN.
