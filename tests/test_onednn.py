@@ -189,3 +189,16 @@ def test_failed_build_is_an_error_naming_the_compiler_output(monkeypatch, tmp_pa
     with pytest.raises(RuntimeError, match="compiling onednn_conv.cc failed"):
         onednn._build(tmp_path / "include", tmp_path / "lib")
     assert list(tmp_path.iterdir()) == []  # no half-written library left behind
+
+
+@needs_onednn
+def test_a_broken_cached_build_is_rebuilt(monkeypatch, tmp_path):
+    """A cached library that no longer loads (say, truncated by a full disk) is rebuilt,
+    not a silent fall back to XLA's convs for every later run."""
+    monkeypatch.setenv("CIFAR_JAX_CACHE", str(tmp_path))
+    include, lib = onednn._find_onednn()
+    cached = onednn._build(include, lib)
+    cached.write_bytes(b"not a shared library")
+    ok, reason = onednn._load.__wrapped__()
+    assert ok, reason
+    assert cached.stat().st_size > 10_000

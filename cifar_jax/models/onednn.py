@@ -38,6 +38,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGET_NAME = "cifar_jax_onednn_conv"
@@ -78,6 +79,7 @@ def _build(include: Path, lib: Path) -> Path:
     out = _cache_dir() / f"onednn_conv-{digest.hexdigest()[:16]}.so"
     if out.is_file():
         return out
+    logging.info("Building the oneDNN convolution kernel (once) into %s", out)
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no C++ compiler (g++/c++) on PATH; set CXX")
@@ -111,7 +113,12 @@ def _load() -> tuple[bool, str]:
     if found is None:
         return False, "oneDNN not installed (pip install onednn-cpu-gomp onednn-devel-cpu-gomp)"
     try:
-        library = ctypes.cdll.LoadLibrary(str(_build(*found)))
+        path = _build(*found)
+        try:
+            library = ctypes.cdll.LoadLibrary(str(path))
+        except OSError:  # a cached build that no longer loads (truncated, other libc)
+            path.unlink()
+            library = ctypes.cdll.LoadLibrary(str(_build(*found)))
         jax.ffi.register_ffi_target(
             TARGET_NAME, jax.ffi.pycapsule(library.OnednnConv), platform="cpu"
         )
