@@ -186,9 +186,7 @@ def make_train_step(
         )
         if skip_nonfinite:
             finite = (
-                jnp.isfinite(per_example.sum())
-                & _all_finite(grads)
-                & _all_finite(new_state.params)
+                jnp.isfinite(per_example.sum()) & _all_finite(grads) & _all_finite(new_state.params)
             )
             unchanged = state.replace(step=state.step + 1)
             new_state = jax.tree.map(

@@ -138,9 +138,7 @@ def test_budget_scales_epochs_and_data_and_is_marked(tiny):
 def test_every_sweep_config_builds_every_variant(path):
     s = sweep.load_config_file(str(path))
     assert s.title and s.variants and s.seeds
-    counts = {
-        v: summary.trainable_param_count(sweep.variant_config(s, v, 0)) for v in s.variants
-    }
+    counts = {v: summary.trainable_param_count(sweep.variant_config(s, v, 0)) for v in s.variants}
     assert all(n > 0 for n in counts.values())
     if path.stem in ("widths", "models_c10", "batchnorm"):
         assert len(set(counts.values())) == len(counts)  # the variants really differ

@@ -59,9 +59,7 @@ def _find_onednn() -> tuple[Path, Path] | None:
     """(include dir, lib dir) of the oneDNN wheels, or None."""
     for prefix in _prefixes():
         include, lib = prefix / "include", prefix / "lib"
-        if (include / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and any(
-            lib.glob("libdnnl.so*")
-        ):
+        if (include / "oneapi" / "dnnl" / "dnnl.hpp").is_file() and any(lib.glob("libdnnl.so*")):
             return include, lib
     return None
 
