@@ -8,6 +8,7 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -216,6 +217,18 @@ def make_eval_step(
     return eval_step
 
 
+def _traced_on(mesh: Mesh, step: Callable) -> Callable:
+    """``step``, traced knowing its batch is sharded over ``mesh`` (so the CPU convs can
+    run per device shard, :func:`cifar_jax.models.onednn.batch_sharded_over`)."""
+
+    @functools.wraps(step)
+    def traced(*args):
+        with onednn.batch_sharded_over(mesh):
+            return step(*args)
+
+    return traced
+
+
 def jit_steps(
     config: ml_collections.ConfigDict,
     model: nn.Module,
@@ -231,22 +244,23 @@ def jit_steps(
     """
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
+    train_step = make_train_step(
+        model,
+        tx,
+        mean,
+        std,
+        skip_nonfinite=config.nonfinite_loss == "skip",
+        loss=losses.make_loss(config),
+        mix=augment.MixConfig.from_config(config),
+    )
     train_step = jax.jit(
-        make_train_step(
-            model,
-            tx,
-            mean,
-            std,
-            skip_nonfinite=config.nonfinite_loss == "skip",
-            loss=losses.make_loss(config),
-            mix=augment.MixConfig.from_config(config),
-        ),
+        _traced_on(mesh, train_step),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
     eval_step = jax.jit(
-        make_eval_step(model, mean, std),
+        _traced_on(mesh, make_eval_step(model, mean, std)),
         in_shardings=(replicated, batch_sharding),
         out_shardings=replicated,
     )

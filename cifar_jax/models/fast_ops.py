@@ -181,7 +181,7 @@ def conv_general_dilated(
 
     On CPU (decided at trace time), for an undilated, ungrouped NHWC/HWIO conv: on a map
     smaller than its kernel :func:`conv_im2col` (square, symmetric); otherwise oneDNN's
-    conv (:mod:`cifar_jax.models.onednn`, float32 on one device, where it built); without
+    conv (:mod:`cifar_jax.models.onednn`, float32, where it built); without
     oneDNN, LeNet's 3->6 5x5 first conv as
     :func:`cifar_jax.models.small_conv.conv_small_cin`. Everything else, and every conv
     on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
@@ -213,7 +213,7 @@ def conv_general_dilated(
     if square and symmetric and use_im2col(lhs.shape, rhs.shape):
         return conv_im2col(lhs, rhs, strides[0], pads[0][0])  # faster than oneDNN here too
     if onednn.use_onednn(lhs, rhs):
-        return onednn.conv(lhs, rhs, strides, pads)
+        return onednn.sharded_conv(lhs, rhs, strides, pads)
     if square and symmetric:  # without oneDNN: LeNet's first conv as a direct tap sum
         if small_conv.use_small_cin(lhs.shape, rhs.shape, strides[0], pads[0][0]):
             return small_conv.conv_small_cin(lhs, rhs, strides[0], pads[0][0])

@@ -16,13 +16,18 @@ the library versions. If anything is missing (no compiler, no oneDNN, another OS
 architecture) :func:`unavailable_reason` says what, and convolutions stay XLA's: results
 agree to float rounding either way (tests/test_onednn.py).
 
-Used only where XLA's convolution would run on a single CPU device (a multi-device mesh
-would have to gather a custom call's operands; those runs keep XLA's convs) and for
-float32. ``CIFAR_JAX_ONEDNN=0`` turns it off.
+Used for float32 convs on CPU: on a single device, and on a mesh of several (CPU test
+meshes, multi-process runs) inside the train and eval steps, whose batch is sharded over
+the "data" axis: :func:`train.jit_steps` traces them under :func:`batch_sharded_over`,
+and each conv runs per device shard in ``shard_map`` (a bare custom call would make the
+partitioner gather its operands onto one device). Anywhere else on a multi-device mesh,
+XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -33,12 +38,15 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGET_NAME = "cifar_jax_onednn_conv"
@@ -135,15 +143,55 @@ def unavailable_reason() -> str:
     return _load()[1]
 
 
+# The mesh a train / eval step shards its batch over (axis "data"), set while the step is
+# traced (train.jit_steps): there convs run through oneDNN per device shard, in shard_map.
+_BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
+    "cifar_jax_onednn_batch_mesh", default=None
+)
+
+
+@contextlib.contextmanager
+def batch_sharded_over(mesh: Mesh) -> Iterator[None]:
+    """Convs traced inside see batches sharded over ``mesh``'s "data" axis."""
+    token = _BATCH_MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _BATCH_MESH.reset(token)
+
+
+def _shard_mesh(batch: int) -> Mesh | None:
+    """The batch mesh to run oneDNN convs under, or None for a single device."""
+    mesh = _BATCH_MESH.get()
+    if mesh is None or mesh.size == 1:
+        return None
+    return mesh if mesh.axis_names == ("data",) and batch % mesh.size == 0 else None
+
+
 def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
-    """Whether a plain NHWC/HWIO conv of these operands runs through oneDNN (trace time)."""
-    return (
-        jax.default_backend() == "cpu"
-        and jax.device_count() == 1
-        and lhs.dtype == jnp.float32
-        and rhs.dtype == jnp.float32
-        and available()
-    )
+    """Whether a plain NHWC/HWIO conv of these operands runs through oneDNN (trace time):
+    float32 on CPU, on one device or inside a step whose batch is sharded over every
+    device (:func:`batch_sharded_over`)."""
+    if jax.default_backend() != "cpu" or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+        return False
+    mesh = _shard_mesh(lhs.shape[0])
+    one_device = jax.device_count() == 1
+    return (one_device or (mesh is not None and mesh.size == jax.device_count())) and (available())
+
+
+def sharded_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
+    """:func:`conv` on each device's batch shard (no gather; the kernel gradient is summed
+    over devices by shard_map's transpose), or plain :func:`conv` on one device."""
+    mesh = _shard_mesh(x.shape[0])
+    if mesh is None:
+        return conv(x, kernel, strides, padding)
+    return jax.shard_map(
+        lambda x, k: conv(x, k, strides, padding),
+        mesh=mesh,
+        in_specs=(P("data"), P()),
+        out_specs=P("data"),
+        check_vma=False,
+    )(x, kernel)
 
 
 def _call(mode: int, a, b, out_shape, strides, padding):
@@ -198,6 +246,7 @@ def conv_backend() -> str:
     """Which kernels run this process's float32 convs, for logs and benchmark records."""
     if jax.default_backend() != "cpu":
         return f"xla ({jax.default_backend()})"
-    if jax.device_count() != 1:
-        return "xla (CPU mesh of several devices: oneDNN convs are single-device)"
-    return "onednn" if available() else f"xla ({unavailable_reason()})"
+    if not available():
+        return f"xla ({unavailable_reason()})"
+    n = jax.device_count()
+    return "onednn" if n == 1 else f"onednn (per device shard of {n} in train/eval steps)"
