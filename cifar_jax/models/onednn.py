@@ -82,6 +82,9 @@ def _build(include: Path, lib: Path) -> Path:
 
     digest = hashlib.sha256(SOURCE.read_bytes())
     digest.update(f"{jaxlib.__version__} {include} {lib}".encode())
+    version_header = include / "oneapi" / "dnnl" / "dnnl_version.h"  # a new oneDNN: rebuild
+    if version_header.is_file():
+        digest.update(version_header.read_bytes())
     out = _cache_dir() / f"onednn_conv-{digest.hexdigest()[:16]}.so"
     if out.is_file():
         return out
@@ -114,7 +117,9 @@ def _load() -> tuple[bool, str]:
     if os.environ.get("CIFAR_JAX_ONEDNN", "1") == "0":
         return False, "CIFAR_JAX_ONEDNN=0"
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return False, f"oneDNN convs are built for x86-64 Linux only, not {sys.platform}"
+        return False, (
+            f"oneDNN convs are built for x86-64 Linux only, not {sys.platform} {platform.machine()}"
+        )
     found = _find_onednn()
     if found is None:
         return False, "oneDNN not installed (pip install onednn-cpu-gomp onednn-devel-cpu-gomp)"
