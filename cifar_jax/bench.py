@@ -39,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -486,6 +487,22 @@ def _bench_config(name: str, args: argparse.Namespace):
         config.synthetic_train_examples = 50_000
         config.synthetic_test_examples = 10_000
     return config
+
+
+def model_batch_grid(args: argparse.Namespace) -> Iterator[tuple[str, Any, int]]:
+    """(config id, config, batch size) for each of ``--models`` x ``--batch_sizes`` (the
+    companion CLIs bench_levers and bench_ops)."""
+    for name in [m for m in args.models.split(",") if m]:
+        config = _bench_config(name, args)
+        for batch_size in [int(b) for b in args.batch_sizes.split(",") if b]:
+            yield name, config, batch_size
+
+
+def write_results(out: str, filename: str, results: list[dict[str, Any]]) -> None:
+    """``out/filename``: the machine and ``results``, as JSON."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, filename), "w", encoding="utf-8") as f:
+        json.dump({"machine": machine_info(), "results": results}, f, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -119,27 +117,23 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime.configure_xla_flags(True)
     results = []
-    for name in [m for m in args.models.split(",") if m]:
-        config = bench._bench_config(name, args)  # noqa: SLF001 - the bench's data set-up
-        for batch_size in [int(b) for b in args.batch_sizes.split(",") if b]:
-            r = ab_lever(
-                config,
-                args.lever,
-                batch_size,
-                rounds=args.rounds,
-                seconds=args.seconds,
-                steps=args.steps,
-            )
-            r["config"] = name
-            results.append(r)
-            print(
-                f"{name} b{batch_size} {args.lever}: off {r['off_images_per_second']:,.0f} "
-                f"img/s, on {r['on_images_per_second']:,.0f} img/s, on/off {r['ratio']:.3f}",
-                flush=True,
-            )
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "levers.json"), "w", encoding="utf-8") as f:
-        json.dump({"machine": bench.machine_info(), "results": results}, f, indent=2)
+    for name, config, batch_size in bench.model_batch_grid(args):
+        r = ab_lever(
+            config,
+            args.lever,
+            batch_size,
+            rounds=args.rounds,
+            seconds=args.seconds,
+            steps=args.steps,
+        )
+        r["config"] = name
+        results.append(r)
+        print(
+            f"{name} b{batch_size} {args.lever}: off {r['off_images_per_second']:,.0f} "
+            f"img/s, on {r['on_images_per_second']:,.0f} img/s, on/off {r['ratio']:.3f}",
+            flush=True,
+        )
+    bench.write_results(args.out, "levers.json", results)
     return 0
 
 

@@ -148,3 +148,29 @@ def test_lever_ab_runs_on_a_tiny_model():
     )
     assert r["on_images_per_second"] > 0 and r["off_images_per_second"] > 0
     assert r["ratio"] == pytest.approx(r["on_images_per_second"] / r["off_images_per_second"])
+
+
+def test_conv_timing_covers_each_implementation():
+    from cifar_jax import bench_ops
+    from cifar_jax.models import onednn
+
+    r = bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1)
+    assert r["shape"] == dict(n=4, size=8, cin=3, cout=8, k=3, s=1, p=1)
+    names = ["xla"] + (["onednn"] if onednn.available() else [])
+    for name in names:
+        assert r[f"{name}_forward_ms"] > 0 and r[f"{name}_fwd_bwd_ms"] > 0
+    assert ("torch_forward_ms" in r) == (importlib.util.find_spec("torch") is not None)
+
+
+def test_train_step_profile_attributes_time_to_ops(tmp_path):
+    """The per-op profile of LeNet's real train step: its convs show up (as oneDNN
+    custom calls where those run), and the op times are per step."""
+    from cifar_jax import bench_ops
+    from cifar_jax.models import onednn
+
+    r = bench_ops.profile_train_step(tiny_config(val_examples=0), 32, steps=2)
+    assert r["step_ms"] > 0 and r["images_per_second"] > 0
+    kinds = r["op_ms_by_kind"]
+    conv_kind = "ffi_call" if onednn.use_onednn(jnp.zeros((32, 8, 8, 8)), jnp.zeros(4)) else "conv"
+    assert any(kind.startswith(conv_kind) for kind in kinds), kinds
+    assert sum(kinds.values()) < 10 * r["step_ms"]  # summed over threads, per step

@@ -1,0 +1,212 @@
+"""Below the whole-step benchmark: single convolutions, and where a train step's time goes.
+
+    python -m cifar_jax.bench_ops convs --out=ops_out          # XLA vs oneDNN vs torch
+    python -m cifar_jax.bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
+
+``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
+512) forward, and forward + both gradients, as XLA's convolution, as the oneDNN kernel
+(:mod:`cifar_jax.models.onednn`) and, where torch is installed, as torch's channels_last
+``Conv2d``: min over repeats, ms. Writes ``convs.json``.
+
+``profile`` traces a config's real train step (:class:`cifar_jax.bench.JaxSide`, the
+function training runs) with ``jax.profiler`` and sums each XLA op's time over all
+threads: the per-op numbers in docs/performance.md. Writes ``profile.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+# (batch, size, in_channels, out_channels, kernel, stride, padding)
+CONV_SHAPES = (
+    (512, 32, 3, 6, 5, 1, 0),  # lenet / basenet conv1
+    (512, 14, 6, 16, 5, 1, 0),  # lenet conv2
+    (128, 32, 3, 32, 3, 1, 1),  # small CNNs' first conv
+    (128, 32, 3, 64, 3, 1, 1),  # c100_bn_64_128's first conv
+    (128, 32, 64, 64, 3, 1, 1),  # ResNet stage 1
+    (128, 16, 64, 128, 3, 1, 1),
+    (128, 16, 128, 256, 3, 2, 1),  # strided BasicBlock conv
+    (128, 16, 128, 256, 1, 2, 0),  # 1x1 projection
+    (128, 8, 256, 256, 3, 1, 1),
+)
+
+
+def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -> float:
+    block(fn())  # compile / warm up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(fn())
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1e3, 3)
+
+
+def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
+    """ms of one conv shape: forward, and forward + input and kernel gradients."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from cifar_jax.models import onednn
+
+    n, size, cin, cout, k, stride, pad = shape
+    x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
+    w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1
+    strides, padding = (stride, stride), ((pad, pad), (pad, pad))
+
+    def xla(x, w):
+        return lax.conv_general_dilated(
+            x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def dnnl(x, w):
+        return onednn.conv(x, w, strides, padding)
+
+    convs = {"xla": xla}
+    if onednn.available():
+        convs["onednn"] = dnnl
+    record: dict[str, Any] = {
+        "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True))
+    }
+    for name, conv in convs.items():
+        forward = jax.jit(conv)
+        both = jax.jit(jax.grad(lambda x, w, c=conv: jnp.sum(c(x, w) ** 2), argnums=(0, 1)))
+        record[f"{name}_forward_ms"] = _best_ms(
+            lambda f=forward: f(x, w), repeats, jax.block_until_ready
+        )
+        record[f"{name}_fwd_bwd_ms"] = _best_ms(
+            lambda f=both: f(x, w), repeats, jax.block_until_ready
+        )
+    record.update(_time_torch_conv(shape, repeats))
+    return record
+
+
+def _time_torch_conv(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
+    try:
+        import torch
+    except ImportError:
+        return {}
+    n, size, cin, cout, k, stride, pad = shape
+    torch.set_num_threads(os.cpu_count() or 1)
+    conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=pad)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(n, cin, size, size).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            return conv(x)
+
+    def both():
+        x.grad, conv.weight.grad = None, None
+        conv(x).pow(2).sum().backward()
+        return conv.weight.grad
+
+    def block(_):
+        return None  # torch CPU ops are synchronous
+
+    return {
+        "torch_forward_ms": _best_ms(forward, repeats, block),
+        "torch_fwd_bwd_ms": _best_ms(both, repeats, block),
+    }
+
+
+def profile_train_step(config, batch_size: int, steps: int = 10) -> dict[str, Any]:
+    """Per-op time of a config's train step, summed over XLA's threads (ms per step)."""
+    import jax
+    import numpy as np
+    from jax._src.lib import _profile_data  # noqa: PLC2701 - the profiler's own reader
+
+    from cifar_jax import bench, data
+
+    config = config.copy_and_resolve_references()
+    config.batch_size = batch_size
+    dataset = data.load_dataset(config)
+    side = bench.JaxSide(config, dataset, None, [])
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, dataset.num_classes, batch_size).astype(np.int32),
+    }
+    batch = side.train.to_global(batch, side.batch_sharding)
+
+    def run(n: int) -> float:
+        state, start = side.state, time.perf_counter()
+        for _ in range(n):
+            state, _ = side.train_step(state, batch)
+        jax.block_until_ready(state)
+        side.state = state
+        return time.perf_counter() - start
+
+    run(2)
+    step_ms = run(steps) / steps * 1e3
+    trace_dir = tempfile.mkdtemp(prefix="cifar_jax_profile_")
+    with jax.profiler.trace(trace_dir):
+        run(steps)
+    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+    per_op: collections.Counter = collections.Counter()
+    for plane in _profile_data.ProfileData.from_file(path).planes:
+        for line in plane.lines:
+            if "XLAEigen" not in line.name and "PjRt" not in line.name:
+                continue  # XLA's worker threads only
+            for event in line.events:
+                if "Thunk" not in event.name:  # executor bookkeeping, not ops
+                    per_op[event.name] += event.duration_ns
+    by_kind: collections.Counter = collections.Counter()
+    for name, ns in per_op.items():
+        by_kind[re.sub(r"\.\d+$", "", name)] += ns
+
+    def ms(counter: collections.Counter) -> dict[str, float]:
+        return {k: round(v / 1e6 / steps, 3) for k, v in counter.most_common()}
+
+    return {
+        "model": config.model,
+        "batch_size": batch_size,
+        "step_ms": round(step_ms, 2),
+        "images_per_second": round(batch_size / step_ms * 1e3, 1),
+        "op_ms_by_kind": ms(by_kind),
+        "op_ms": dict(list(ms(per_op).items())[:40]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cifar_jax.bench_ops", description=__doc__)
+    p.add_argument("what", choices=("convs", "profile"))
+    p.add_argument("--models", default="c100_bn", help="profile: comma-separated config ids")
+    p.add_argument("--batch_sizes", default="128", help="profile: comma-separated")
+    p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
+    p.add_argument("--data_source", default="synthetic")
+    p.add_argument("--out", default="bench_results")
+    args = p.parse_args(argv)
+
+    from cifar_jax import bench, runtime
+
+    runtime.configure_xla_flags(True)
+    results = []
+    if args.what == "convs":
+        for shape in CONV_SHAPES:
+            record = time_conv(shape, args.repeats)
+            results.append(record)
+            print(json.dumps(record), flush=True)
+    else:
+        for name, config, batch_size in bench.model_batch_grid(args):
+            record = profile_train_step(config, batch_size)
+            record["config"] = name
+            results.append(record)
+            top = list(record["op_ms_by_kind"].items())[:8]
+            print(f"{name} b{batch_size}: {record['step_ms']} ms/step; {top}", flush=True)
+    bench.write_results(args.out, f"{args.what}.json", results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
