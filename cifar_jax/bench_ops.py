@@ -8,9 +8,10 @@
 (:mod:`cifar_jax.models.onednn`) and, where torch is installed, as torch's channels_last
 ``Conv2d``: min over repeats, ms. Writes ``convs.json``.
 
-``profile`` traces a config's real train step (:class:`cifar_jax.bench.JaxSide`, the
-function training runs) with ``jax.profiler`` and sums each XLA op's time over all
-threads: the per-op numbers in docs/performance.md. Writes ``profile.json``.
+``profile`` traces a config's real train step (``--step=eval``: eval step) as built by
+:class:`cifar_jax.bench.JaxSide` (the functions training runs) with ``jax.profiler`` and
+sums each XLA op's time over all threads: the per-op numbers in docs/performance.md.
+Writes ``profile_<step>.json``.
 """
 
 from __future__ import annotations
@@ -120,8 +121,9 @@ def _time_torch_conv(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     }
 
 
-def profile_train_step(config, batch_size: int, steps: int = 10) -> dict[str, Any]:
-    """Per-op time of a config's train step, summed over XLA's threads (ms per step)."""
+def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") -> dict[str, Any]:
+    """Per-op time of a config's train (or eval) step, summed over XLA's threads (ms per
+    step)."""
     import jax
     import numpy as np
     from jax._src.lib import _profile_data  # noqa: PLC2701 - the profiler's own reader
@@ -137,13 +139,18 @@ def profile_train_step(config, batch_size: int, steps: int = 10) -> dict[str, An
         "image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
         "label": rng.integers(0, dataset.num_classes, batch_size).astype(np.int32),
     }
+    if step == "eval":
+        batch["mask"] = np.ones(batch_size, bool)
     batch = side.train.to_global(batch, side.batch_sharding)
 
     def run(n: int) -> float:
-        state, start = side.state, time.perf_counter()
+        state, out, start = side.state, None, time.perf_counter()
         for _ in range(n):
-            state, _ = side.train_step(state, batch)
-        jax.block_until_ready(state)
+            if step == "eval":
+                out = side.eval_step(state, batch)
+            else:
+                state, out = side.train_step(state, batch)
+        jax.block_until_ready((state, out))
         side.state = state
         return time.perf_counter() - start
 
@@ -170,6 +177,7 @@ def profile_train_step(config, batch_size: int, steps: int = 10) -> dict[str, An
 
     return {
         "model": config.model,
+        "step": step,
         "batch_size": batch_size,
         "step_ms": round(step_ms, 2),
         "images_per_second": round(batch_size / step_ms * 1e3, 1),
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=("convs", "profile"))
     p.add_argument("--models", default="c100_bn", help="profile: comma-separated config ids")
     p.add_argument("--batch_sizes", default="128", help="profile: comma-separated")
+    p.add_argument("--step", default="train", choices=("train", "eval"), help="profile")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
     p.add_argument("--data_source", default="synthetic")
     p.add_argument("--out", default="bench_results")
@@ -199,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(record), flush=True)
     else:
         for name, config, batch_size in bench.model_batch_grid(args):
-            record = profile_train_step(config, batch_size)
+            record = profile_step(config, batch_size, step=args.step)
             record["config"] = name
             results.append(record)
             top = list(record["op_ms_by_kind"].items())[:8]
-            print(f"{name} b{batch_size}: {record['step_ms']} ms/step; {top}", flush=True)
-    bench.write_results(args.out, f"{args.what}.json", results)
+            print(f"{name} {args.step} b{batch_size}: {record['step_ms']} ms; {top}", flush=True)
+    filename = "convs.json" if args.what == "convs" else f"profile_{args.step}.json"
+    bench.write_results(args.out, filename, results)
     return 0
 
 

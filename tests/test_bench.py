@@ -168,9 +168,16 @@ def test_train_step_profile_attributes_time_to_ops(tmp_path):
     from cifar_jax import bench_ops
     from cifar_jax.models import onednn
 
-    r = bench_ops.profile_train_step(tiny_config(val_examples=0), 32, steps=2)
+    r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2)
     assert r["step_ms"] > 0 and r["images_per_second"] > 0
     kinds = r["op_ms_by_kind"]
     conv_kind = "ffi_call" if onednn.use_onednn(jnp.zeros((32, 8, 8, 8)), jnp.zeros(4)) else "conv"
     assert any(kind.startswith(conv_kind) for kind in kinds), kinds
     assert sum(kinds.values()) < 10 * r["step_ms"]  # summed over threads, per step
+
+
+def test_eval_step_profile_runs():
+    from cifar_jax import bench_ops
+
+    r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2, step="eval")
+    assert r["step"] == "eval" and r["step_ms"] > 0 and r["op_ms_by_kind"]
