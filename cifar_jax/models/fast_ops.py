@@ -12,8 +12,8 @@ recompute ``x`` in another fusion with different rounding, and the mask then sil
 drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.)
 
 Convolution. On one CPU device, float32 convolutions go through oneDNN
-(:mod:`cifar_jax.models.onednn`: 1.3-3.6x faster fwd+bwd than XLA's, whole steps
-1.1-1.4x), except on maps smaller than the kernel, where im2col (below) is faster still.
+(:mod:`cifar_jax.models.onednn`: 1.3-5.4x faster fwd+bwd than XLA's, whole steps
+1.1-1.6x), except on maps smaller than the kernel, where im2col (below) is faster still.
 Maps smaller than the kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU
 rewrites those into a batch-as-feature convolution that is ~100x slower, and oneDNN is
 1.3-1.6x slower than :func:`conv_im2col` (patch extraction + one matmul; backward by

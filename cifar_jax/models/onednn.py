@@ -1,10 +1,10 @@
 """Convolutions through oneDNN on CPU: an XLA FFI custom call, built on first use.
 
 XLA:CPU runs convolutions with Eigen; its kernel gradients go through batch-minor
-transposed copies of the activations (10-20% of a ResNet step) and its forward convs are
-10-30% slower than oneDNN's on AVX-512. oneDNN (what PyTorch uses on CPU) reads and
-writes NHWC activations directly. Measured per conv fwd+bwd on the seed-model shapes:
-1.3-3.6x faster than XLA's (docs/performance.md, ``bench_levers --lever=onednn``).
+transposed copies of the activations (10-20% of a ResNet step) and its forward 3x3 convs
+of 64+ channels are 20-40% slower than oneDNN's on AVX-512. oneDNN (what PyTorch uses on
+CPU) reads and writes NHWC activations directly. Measured per conv fwd+bwd on the seed-model shapes:
+1.3-5.4x faster than XLA's (docs/performance.md, ``bench_ops convs``).
 
 The kernel is ``onednn_conv.cc`` next to this file: one FFI handler with three modes
 (forward, input gradient, kernel gradient), primitives cached per shape, only the small
