@@ -358,6 +358,7 @@ def machine_info() -> dict[str, Any]:
     import jax
     import jaxlib
 
+    from cifar_jax import runtime
     from cifar_jax.models import onednn
 
     cpu, family, flags = platform.processor(), "", set()
@@ -386,6 +387,7 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "conv_backend": onednn.conv_backend(),
+        "host_allocator": runtime.host_allocator(),
     }
     with contextlib.suppress(ImportError):
         import torch
@@ -413,7 +415,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; jax {m['jax']}, "
         f"torch {m.get('torch', '-')}; XLA_FLAGS=`{m['xla_flags']}`; jax convolutions: "
-        f"{m.get('conv_backend', 'xla')}.",
+        f"{m.get('conv_backend', 'xla')}; host malloc (both sides): "
+        f"{m.get('host_allocator', 'default')}.",
         f"Run: {report['started']} .. {report['finished']} ({report['wall_seconds'] / 60:.1f} "
         f"min); load average before / after: {report['loadavg_before']} / "
         f"{report['loadavg_after']}.",
@@ -476,6 +479,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data_source", default="synthetic", help="config.data_source to use")
     p.add_argument("--no_torch", action="store_true", help="measure the jax side only")
     p.add_argument("--table_from", default="", help="only re-render this bench.json's table")
+    p.add_argument(
+        "--default_malloc",
+        action="store_true",
+        help="leave glibc malloc as it is (config.reuse_host_memory=False), for both sides",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -513,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from cifar_jax import runtime
 
-    runtime.configure_xla_flags(True)  # what cli.prepare does for a run, before JAX starts
+    # What cli.prepare_process does for a run, before JAX starts.
+    runtime.configure_host_allocator(not args.default_malloc)
+    runtime.configure_xla_flags(True)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     names = [m for m in args.models.split(",") if m] or seed_models()
     if args.worker:  # one model, in this process; JSON records on stdout
@@ -550,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         f"--threads={args.threads}",
         f"--out={args.out}",
         f"--data_source={args.data_source}",
-    ] + (["--no_torch"] if args.no_torch else [])
+    ]
+    passthrough += ["--no_torch"] if args.no_torch else []
+    passthrough += ["--default_malloc"] if args.default_malloc else []
     for name in names:
         cmd = [sys.executable, "-m", "cifar_jax.bench", "--worker", f"--models={name}"]
         cmd += passthrough

@@ -11,7 +11,8 @@
 ``profile`` traces a config's real train step (``--step=eval``: eval step) as built by
 :class:`cifar_jax.bench.JaxSide` (the functions training runs) with ``jax.profiler`` and
 sums each XLA op's time over all threads: the per-op numbers in docs/performance.md.
-Writes ``profile_<step>.json``.
+It also counts the page faults per step (``--default_malloc``: without
+``runtime.configure_host_allocator``). Writes ``profile_<step>.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import glob
 import json
 import os
 import re
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -154,8 +156,21 @@ def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") 
         side.state = state
         return time.perf_counter() - start
 
-    run(2)
+    def faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    # Warm-up: compile, and let the heap grow to its steady size for ``steps`` queued
+    # steps (with runtime.configure_host_allocator it then stays; without, it never does).
+    for _ in range(3):
+        faults_before = faults()
+        run(steps)
+        if faults() == faults_before:
+            break
+    faults_before = faults()
     step_ms = run(steps) / steps * 1e3
+    # Pages the kernel had to map (and zero) per step: memory the allocator gave back
+    # to the OS and XLA allocated again (runtime.configure_host_allocator).
+    page_faults = (faults() - faults_before) / steps
     trace_dir = tempfile.mkdtemp(prefix="cifar_jax_profile_")
     with jax.profiler.trace(trace_dir):
         run(steps)
@@ -181,6 +196,7 @@ def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") 
         "batch_size": batch_size,
         "step_ms": round(step_ms, 2),
         "images_per_second": round(batch_size / step_ms * 1e3, 1),
+        "page_faults_per_step": round(page_faults),
         "op_ms_by_kind": ms(by_kind),
         "op_ms": dict(list(ms(per_op).items())[:40]),
     }
@@ -194,11 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", default="train", choices=("train", "eval"), help="profile")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
     p.add_argument("--data_source", default="synthetic")
+    p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
 
     from cifar_jax import bench, runtime
 
+    # As cli.prepare_process does, before JAX starts.
+    runtime.configure_host_allocator(not args.default_malloc)
     runtime.configure_xla_flags(True)
     results = []
     if args.what == "convs":
@@ -212,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             record["config"] = name
             results.append(record)
             top = list(record["op_ms_by_kind"].items())[:8]
-            print(f"{name} {args.step} b{batch_size}: {record['step_ms']} ms; {top}", flush=True)
+            print(
+                f"{name} {args.step} b{batch_size}: {record['step_ms']} ms, "
+                f"{record['page_faults_per_step']} page faults; {top}",
+                flush=True,
+            )
     filename = "convs.json" if args.what == "convs" else f"profile_{args.step}.json"
     bench.write_results(args.out, filename, results)
     return 0

@@ -36,6 +36,7 @@ from cifar_jax import (
     models,
     optim,
     preemption,
+    runtime,
     tta,
     validation,
 )
@@ -495,7 +496,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     trainable_params = models.count_trainable_params(state.params)
     _console(
         f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
-        f"{onednn.conv_backend()}."
+        f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}."
     )
 
     # Resume if the workdir holds checkpoints.

@@ -174,6 +174,7 @@ def test_train_step_profile_attributes_time_to_ops(tmp_path):
     conv_kind = "ffi_call" if onednn.use_onednn(jnp.zeros((32, 8, 8, 8)), jnp.zeros(4)) else "conv"
     assert any(kind.startswith(conv_kind) for kind in kinds), kinds
     assert sum(kinds.values()) < 10 * r["step_ms"]  # summed over threads, per step
+    assert r["page_faults_per_step"] >= 0
 
 
 def test_eval_step_profile_runs():
