@@ -37,10 +37,20 @@ def _levers() -> dict[str, tuple[Any, str, Any]]:
         "cpu_pool": (layers, "max_pool2x2", lambda x, *_: fast_ops.max_pool2x2_window(x)),
         # im2col for convs on maps smaller than the kernel
         "im2col": (fast_ops, "use_im2col", lambda *args: False),
+        # training-mode BatchNorm with the hand-written gradient
+        "fast_bn": (fast_ops, "use_fast_batch_norm", lambda x: False),
     }
 
 
-LEVERS = ("onednn", "materialize", "small_conv", "pool_broadcast", "cpu_pool", "im2col")
+LEVERS = (
+    "onednn",
+    "materialize",
+    "small_conv",
+    "pool_broadcast",
+    "cpu_pool",
+    "im2col",
+    "fast_bn",
+)
 
 
 @contextlib.contextmanager
@@ -115,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cifar_jax import bench, runtime
 
+    runtime.configure_host_allocator(True)  # as cli.prepare_process, before JAX starts
     runtime.configure_xla_flags(True)
     results = []
     for name, config, batch_size in bench.model_batch_grid(args):

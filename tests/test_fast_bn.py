@@ -1,0 +1,104 @@
+"""BatchNorm with the hand-written CPU gradient (fast_ops.batch_norm_train, layers.BatchNorm)
+equals flax's nn.BatchNorm: variables, values, running statistics and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from model_grads import narrow_model, train_loss_and_grads
+
+from cifar_jax.models import fast_ops, layers
+
+on_cpu = jax.default_backend() == "cpu"
+
+
+def _close(a, b, rtol=2e-5):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        scale = float(np.max(np.abs(y))) or 1.0
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale)
+
+
+def _loss_fn(module, variables, cotangent):
+    """jit(value_and_grad) of sum(relu(bn(x)) * cotangent) in params and x; the updated
+    batch_stats as aux."""
+
+    def loss(params, x):
+        y, updates = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(jax.nn.relu(y) * cotangent), updates
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+
+@pytest.mark.parametrize("shape", [(8, 6, 6, 5), (32, 7), (4, 3, 5, 16)])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("fast", [True, False])
+def test_batch_norm_equals_flax(shape, train, fast, monkeypatch):
+    if not fast:  # the autodiff form that GPU/TPU (and bf16) run
+        monkeypatch.setattr(fast_ops, "use_fast_batch_norm", lambda x: False)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.float32)
+    cotangent = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    ref = nn.BatchNorm(use_running_average=not train, momentum=0.8, epsilon=1e-5)
+    new = layers.BatchNorm(use_running_average=not train, momentum=0.8, epsilon=1e-5)
+    init = ref.init(jax.random.key(0), x)
+    # Same variable names, shapes and initial values: checkpoints are interchangeable.
+    _close(new.init(jax.random.key(0), x), init, rtol=0)
+    # Non-trivial scale, bias and running statistics.
+    variables = jax.tree.map(
+        lambda v: v + jnp.asarray(rng.uniform(0.2, 0.5, v.shape), v.dtype), init
+    )
+    (ref_loss, ref_stats), ref_grads = _loss_fn(ref, variables, cotangent)(variables["params"], x)
+    (loss, stats), grads = _loss_fn(new, variables, cotangent)(variables["params"], x)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _close(stats, ref_stats, rtol=1e-6)  # running mean/var updated with momentum 0.8
+    _close(grads, ref_grads)
+    if train:  # the running statistics moved towards the batch's
+        assert not np.allclose(stats["batch_stats"]["mean"], variables["batch_stats"]["mean"])
+
+
+@pytest.mark.skipif(not on_cpu, reason="the hand-written gradient is CPU-only")
+def test_cpu_uses_the_hand_written_gradient_and_gpu_form_does_not(monkeypatch):
+    x = jnp.ones((4, 3, 3, 2))
+    scale, bias = jnp.ones(2), jnp.zeros(2)
+
+    def jaxpr():
+        return str(jax.make_jaxpr(lambda x: fast_ops.batch_norm_train(x, scale, bias, 1e-5))(x))
+
+    assert "custom_vjp_call" in jaxpr()
+    assert not fast_ops.use_fast_batch_norm(x.astype(jnp.bfloat16))  # float32 only
+    monkeypatch.setattr(fast_ops, "use_fast_batch_norm", lambda x: False)
+    assert "custom_vjp_call" not in jaxpr()
+
+
+def test_gradient_through_the_returned_batch_statistics():
+    # The batch mean and variance are outputs too; a loss that uses them must get their
+    # gradient (they are symbolic zeros in training, where only the running averages
+    # read them).
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((6, 4, 4, 3)) * 2 - 1, jnp.float32)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, 3), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(3), jnp.float32)
+    weights = jnp.asarray(rng.standard_normal((3, 3)), jnp.float32)
+
+    def loss(bn, x, scale, bias):
+        y, mean, var = bn(x, scale, bias, 1e-5)
+        return jnp.sum(jnp.sin(y)) + jnp.dot(weights[0], mean) + jnp.dot(weights[1], var**2)
+
+    fast = jax.grad(lambda *a: loss(fast_ops.batch_norm_train, *a), argnums=(0, 1, 2))
+    plain = jax.grad(lambda *a: loss(fast_ops._bn_train_autodiff, *a), argnums=(0, 1, 2))
+    _close(jax.jit(fast)(x, scale, bias), jax.jit(plain)(x, scale, bias), rtol=1e-5)
+
+
+def test_whole_model_loss_and_gradients_equal_autodiff_batch_norm(monkeypatch):
+    net, variables, x = narrow_model("c100_bn")
+    fast = train_loss_and_grads(net, variables, x)(variables["params"])
+    monkeypatch.setattr(fast_ops, "use_fast_batch_norm", lambda x: False)
+    plain = train_loss_and_grads(net, variables, x)(variables["params"])
+    np.testing.assert_allclose(fast[0], plain[0], rtol=1e-5)
+    # A conv bias followed by BatchNorm has a gradient of exactly 0 in exact arithmetic:
+    # both forms give float noise there, so tolerances are relative to the largest
+    # gradient of the model.
+    largest = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(plain[1]))
+    for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * largest)
