@@ -51,9 +51,31 @@ def random_crop(
     n, h, w, _ = images.shape
     pad_mode = "constant" if mode == "constant" else "reflect"
     padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), pad_mode)
+    hp, wp = padded.shape[1:3]
     rows = offsets[:, 0, None] + np.arange(h)  # (N, H)
     cols = offsets[:, 1, None] + np.arange(w)  # (N, W)
-    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    flat = (np.arange(n)[:, None, None] * hp + rows[:, :, None]) * wp + cols[:, None, :]
+    return take_pixels(padded, flat)
+
+
+def take_pixels(images: np.ndarray, flat: np.ndarray, fill=None) -> np.ndarray:
+    """``images`` (N,H,W,C) read at flat pixel indices ``flat`` (any shape): the result
+    has shape ``flat.shape + (C,)``. Index ``N*H*W`` reads ``fill`` (if given).
+
+    Each pixel's channels are gathered as one opaque item, which is faster than indexing
+    with (image, row, col) arrays, whose inner loops run over 3 channels. Crop and
+    rotation use it: cnn_bn_dropout's pipeline (``python -m cifar_jax.bench``, pipeline
+    column, b512) went from 37k to 49-53k img/s.
+    """
+    n, h, w, c = images.shape
+    pixels = images.reshape(-1, c)
+    if fill is not None:
+        pixels = np.concatenate([pixels, np.empty((1, c), images.dtype)])
+        pixels[-1] = fill
+    pixel_type = np.dtype((np.void, c * images.dtype.itemsize))
+    index_type = np.int32 if len(pixels) < 2**31 else np.int64
+    taken = np.ascontiguousarray(pixels).view(pixel_type)[:, 0].take(flat.astype(index_type))
+    return taken.view(images.dtype).reshape(*flat.shape, c)
 
 
 def random_flip(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
@@ -112,11 +134,12 @@ def affine_nearest(images: np.ndarray, matrices: np.ndarray, fill=0) -> np.ndarr
     r = theta[:, :, :, None, None]  # (N, 3, 2, 1, 1)
     grid_x = xs * r[:, 0, 0] + ys * r[:, 1, 0] + r[:, 2, 0]
     grid_y = xs * r[:, 0, 1] + ys * r[:, 1, 1] + r[:, 2, 1]
-    col = np.rint(((grid_x + f32(1)) * f32(w) - f32(1)) / f32(2)).astype(np.int64)
-    row = np.rint(((grid_y + f32(1)) * f32(h) - f32(1)) / f32(2)).astype(np.int64)
+    col = np.rint(((grid_x + f32(1)) * f32(w) - f32(1)) / f32(2)).astype(np.int32)
+    row = np.rint(((grid_y + f32(1)) * f32(h) - f32(1)) / f32(2)).astype(np.int32)
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    out = images[np.arange(n)[:, None, None], np.clip(row, 0, h - 1), np.clip(col, 0, w - 1)]
-    return np.where(inside[..., None], out, np.asarray(fill, images.dtype))
+    # One flat gather of whole pixels; pixels outside read the fill (take_pixels).
+    flat = (np.arange(n)[:, None, None] * h + row) * w + col
+    return take_pixels(images, np.where(inside, flat, n * h * w), fill)
 
 
 def rotate(images: np.ndarray, degrees: np.ndarray, fill=0) -> np.ndarray:
