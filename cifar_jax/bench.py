@@ -196,12 +196,16 @@ def interleaved(
     """Warm up, then ``rounds`` x (jax n steps, torch n steps); medians of img/s and ratios.
 
     ``n`` is ``steps``, or (0) as many steps as take ``seconds``. Big models (a step over
-    ``HEAVY_STEP_SECONDS``) skip the warm-up (the jax step is compiled ahead of time and
-    torch has nothing to compile) and run 2 rounds of 1 step, to keep a full run short.
+    ``HEAVY_STEP_SECONDS``) get one warm-up step per side and 2 rounds of 1 step, to keep
+    a full run short. The warm-up matters beyond caches: with the host allocator
+    (runtime.configure_host_allocator) a side's first steps grow the heap, page-faulting
+    all their memory in; from then on it is reused.
     """
     first = jax_run(1)
     heavy = not steps and first > HEAVY_STEP_SECONDS
     slowest = first
+    if heavy and torch_run:
+        torch_run(1)
     if not heavy:
         slowest = max(jax_run(1), torch_run(1) if torch_run else 0.0)
         if slowest < seconds:  # a second warm step for the small models

@@ -182,3 +182,26 @@ def test_eval_step_profile_runs():
 
     r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2, step="eval")
     assert r["step"] == "eval" and r["step_ms"] > 0 and r["op_ms_by_kind"]
+
+
+def test_interleaved_warms_up_both_sides_even_for_heavy_models():
+    """Every side runs at least one untimed step before its timed rounds (with the host
+    allocator the first steps page-fault the heap in); heavy models: 2 rounds of 1 step."""
+
+    def fake(seconds):
+        calls = []
+
+        def run(n):
+            calls.append(n)
+            return seconds * n
+
+        return run, calls
+
+    for step_seconds, heavy in ((bench.HEAVY_STEP_SECONDS + 1, True), (0.01, False)):
+        jax_run, jax_calls = fake(step_seconds)
+        torch_run, torch_calls = fake(step_seconds * 1.25)
+        r = bench.interleaved(jax_run, torch_run, 8, rounds=5, seconds=0.6, steps=0)
+        timed = r["rounds"]
+        assert len(jax_calls) > timed and len(torch_calls) > timed  # warm-up steps first
+        assert (timed, r["steps_per_round"]) == (2, 1) if heavy else timed == 5
+        assert r["ratio"] == pytest.approx(1.25)
