@@ -195,21 +195,21 @@ def interleaved(
 ) -> dict[str, Any]:
     """Warm up, then ``rounds`` x (jax n steps, torch n steps); medians of img/s and ratios.
 
-    ``n`` is ``steps``, or (0) as many steps as take ``seconds``. Big models (a step over
-    ``HEAVY_STEP_SECONDS``) get one warm-up step per side and 2 rounds of 1 step, to keep
-    a full run short. The warm-up matters beyond caches: with the host allocator
+    ``n`` is ``steps``, or (0) as many steps as take ``seconds``. Warm-up: jax, torch,
+    jax (and one more pair for small models). Big models (a step over
+    ``HEAVY_STEP_SECONDS``) then run 2 rounds of 1 step, to keep a full run short. The
+    warm-up matters beyond caches: with the host allocator
     (runtime.configure_host_allocator) a side's first steps grow the heap, page-faulting
-    all their memory in; from then on it is reused.
+    their memory in, and torch's first step keeps its state (weights, optimizer moments)
+    where jax's step buffers were, so jax's next step grows it once more (measured: the
+    first timed jax round of the b512 ResNets at half speed without that second step).
     """
     first = jax_run(1)
     heavy = not steps and first > HEAVY_STEP_SECONDS
-    slowest = first
-    if heavy and torch_run:
-        torch_run(1)
-    if not heavy:
+    torch_first = torch_run(1) if torch_run else 0.0
+    slowest = max(jax_run(1), torch_first)
+    if not heavy and slowest < seconds:  # one more warm pair for the small models
         slowest = max(jax_run(1), torch_run(1) if torch_run else 0.0)
-        if slowest < seconds:  # a second warm step for the small models
-            slowest = max(jax_run(1), torch_run(1) if torch_run else 0.0)
     n = steps or _steps_for(slowest, seconds, 200)
     if heavy:
         rounds = min(rounds, 2)
