@@ -221,8 +221,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.cpu_fast_conv_flags = True
     # Let malloc (glibc) keep freed memory for reuse instead of returning large blocks to
     # the OS after every step: XLA:CPU re-allocates a step's activation buffers on every
-    # step, and page-faulting them in again took ~40% of small-model steps (1.2-1.8x
-    # faster steps with it; docs/performance.md). The process then keeps its peak memory
+    # step, and page-faulting them in again cost up to half of a step (1.2-2x faster
+    # train steps with it; docs/performance.md item 9). The process then keeps its peak memory
     # until it exits. Process-wide: it applies to the input pipeline too, and on GPU hosts.
     c.reuse_host_memory = True
     # Bitwise-reproducible GPU runs: sets --xla_gpu_deterministic_ops and

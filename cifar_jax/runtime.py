@@ -10,7 +10,8 @@
   (tens of MB to GB) afresh on every run of a compiled step and frees them after. glibc
   serves blocks that large with ``mmap`` and returns them with ``munmap``, so every step
   page-faults all its activation memory in again and the kernel zeroes it: 16k page
-  faults and ~40% of a c100_bn b128 train step here, 200k faults per resnet_small step.
+  faults per c100_bn b128 train step here, 200k per resnet_small step
+  (``python -m cifar_jax.bench_ops profile --default_malloc``; docs/performance.md item 9).
   :func:`configure_host_allocator` makes malloc keep freed memory for reuse (no ``mmap``
   for large blocks, no trimming, one arena so XLA's threads share it): 0 faults per
   step after the first. The cost is that the process keeps its peak memory until it
