@@ -7,12 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import runtime
-
-# As the package's CLIs do, before JAX starts its threads: freed host memory is reused
-# instead of being page-faulted in again by every jitted step (runtime.py).
-runtime.configure_host_allocator(True)
-
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
