@@ -90,9 +90,9 @@ def test_rotation_matches_torchvision_on_real_images(cifar_images):
 
 
 def test_affine_gather_equals_plain_indexing_with_fill():
-    # affine_nearest gathers whole pixels through one flat index (uint8: as 4-byte
-    # words); it must equal the plain (image, row, col) lookup, for uint8 and float
-    # images and a per-channel fill outside.
+    # affine_nearest gathers whole pixels through one flat index (augment.take_pixels);
+    # it must equal the plain (image, row, col) lookup, for uint8 and float images and a
+    # per-channel fill outside.
     angles = np.random.default_rng(1).uniform(-40, 40, 8)
     zeros = np.zeros(8)
     matrices = augment.inverse_affine_matrices((0.0, 0.0), -angles, (zeros, zeros), (zeros, zeros))
