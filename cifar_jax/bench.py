@@ -197,7 +197,8 @@ def interleaved(
 
     ``n`` is ``steps``, or (0) as many steps as take ``seconds``. Warm-up: jax, torch,
     jax (and one more pair for small models). Big models (a step over
-    ``HEAVY_STEP_SECONDS``) then run 2 rounds of 1 step, to keep a full run short. The
+    ``HEAVY_STEP_SECONDS``) then run 3 rounds of 1 step, to keep a full run short; 3, not
+    2, so one round slowed by another process cannot decide the median. The
     warm-up matters beyond caches: with the host allocator
     (runtime.configure_host_allocator) a side's first steps grow the heap, page-faulting
     their memory in, and torch's first step keeps its state (weights, optimizer moments)
@@ -212,7 +213,7 @@ def interleaved(
         slowest = max(jax_run(1), torch_run(1) if torch_run else 0.0)
     n = steps or _steps_for(slowest, seconds, 200)
     if heavy:
-        rounds = min(rounds, 2)
+        rounds = min(rounds, 3)
     elif not steps and slowest > 2 * seconds:
         rounds = min(rounds, 3)
     jax_ips, torch_ips, ratios = [], [], []

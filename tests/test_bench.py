@@ -186,7 +186,7 @@ def test_eval_step_profile_runs():
 
 def test_interleaved_warms_up_both_sides_even_for_heavy_models():
     """Every side runs at least one untimed step before its timed rounds (with the host
-    allocator the first steps page-fault the heap in); heavy models: 2 rounds of 1 step."""
+    allocator the first steps page-fault the heap in); heavy models: 3 rounds of 1 step."""
 
     def fake(seconds):
         calls = []
@@ -203,5 +203,5 @@ def test_interleaved_warms_up_both_sides_even_for_heavy_models():
         r = bench.interleaved(jax_run, torch_run, 8, rounds=5, seconds=0.6, steps=0)
         timed = r["rounds"]
         assert len(jax_calls) > timed and len(torch_calls) > timed  # warm-up steps first
-        assert (timed, r["steps_per_round"]) == (2, 1) if heavy else timed == 5
+        assert (timed, r["steps_per_round"]) == (3, 1) if heavy else timed == 5
         assert r["ratio"] == pytest.approx(1.25)
