@@ -6,13 +6,18 @@
 ``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
 512) forward, and forward + both gradients, as XLA's convolution, as the oneDNN kernel
 (:mod:`cifar_jax.models.onednn`) and, where torch is installed, as torch's channels_last
-``Conv2d``: min over repeats, ms. Writes ``convs.json``.
+``Conv2d``: min over repeats, ms, and the forward's GFLOP/s (2 * multiply-adds / time),
+to compare with the machine's peak. Writes ``convs.json``.
 
 ``profile`` traces a config's real train step (``--step=eval``: eval step) as built by
 :class:`cifar_jax.bench.JaxSide` (the functions training runs) with ``jax.profiler`` and
 sums each XLA op's time over all threads: the per-op numbers in docs/performance.md.
 It also counts the page faults per step (``--default_malloc``: without
-``runtime.configure_host_allocator``). Writes ``profile_<step>.json``.
+``runtime.configure_host_allocator``). ``--torch`` also profiles the PyTorch twin's step
+(:class:`cifar_jax.bench_torch.TorchRunner`, the one ``bench`` times) with
+``torch.profiler``: its step time and each aten op's self time, ms per step, so the two
+sides' convolution and non-convolution time can be set side by side. Writes
+``profile_<step>.json``.
 """
 
 from __future__ import annotations
@@ -77,8 +82,11 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
     convs = {"xla": xla}
     if onednn.available():
         convs["onednn"] = dnnl
+    out_size = (size + 2 * pad - k) // stride + 1
+    flops = 2 * n * out_size * out_size * cin * cout * k * k  # forward: 2 x multiply-adds
     record: dict[str, Any] = {
-        "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True))
+        "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True)),
+        "forward_flops": flops,
     }
     for name, conv in convs.items():
         forward = jax.jit(conv)
@@ -90,6 +98,10 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
             lambda f=both: f(x, w), repeats, jax.block_until_ready
         )
     record.update(_time_torch_conv(shape, repeats))
+    for name in ("xla", "onednn", "torch"):
+        if f"{name}_forward_ms" in record:
+            seconds = record[f"{name}_forward_ms"] / 1e3
+            record[f"{name}_forward_gflop_per_s"] = round(flops / 1e9 / seconds, 1)
     return record
 
 
@@ -123,9 +135,11 @@ def _time_torch_conv(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
     }
 
 
-def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") -> dict[str, Any]:
+def profile_step(
+    config, batch_size: int, steps: int = 10, step: str = "train", torch_side: bool = False
+) -> dict[str, Any]:
     """Per-op time of a config's train (or eval) step, summed over XLA's threads (ms per
-    step)."""
+    step); with ``torch_side`` also the torch twin's (:func:`profile_torch_step`)."""
     import jax
     import numpy as np
     from jax._src.lib import _profile_data  # noqa: PLC2701 - the profiler's own reader
@@ -190,7 +204,11 @@ def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") 
     def ms(counter: collections.Counter) -> dict[str, float]:
         return {k: round(v / 1e6 / steps, 3) for k, v in counter.most_common()}
 
-    return {
+    torch_record = None
+    if torch_side:
+        batch_np = {k: np.asarray(v) for k, v in batch.items()}
+        torch_record = profile_torch_step(config, side, batch_np, steps, step)
+    record = {
         "model": config.model,
         "step": step,
         "batch_size": batch_size,
@@ -200,6 +218,33 @@ def profile_step(config, batch_size: int, steps: int = 10, step: str = "train") 
         "op_ms_by_kind": ms(by_kind),
         "op_ms": dict(list(ms(per_op).items())[:40]),
     }
+    if torch_record is not None:
+        record["torch"] = torch_record
+    return record
+
+
+def profile_torch_step(config, side, batch: dict, steps: int, step: str) -> dict[str, Any]:
+    """The torch twin's step time and each aten op's self CPU time (ms per step), from
+    ``torch.profiler`` over ``steps`` steps after two warm-up steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cifar_jax import bench_torch
+
+    runner = bench_torch.TorchRunner(
+        config, side.model, side.num_params, side.mean, side.std, os.cpu_count() or 1
+    )
+    fn = runner.eval_step if step == "eval" else runner.train_step
+    runner.time_steps(fn, [batch], 2)
+    step_ms = runner.time_steps(fn, [batch], steps) / steps * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        runner.time_steps(fn, [batch], steps)
+    self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    top = sorted(self_us.items(), key=lambda kv: -kv[1])
+    return {
+        "step_ms": round(step_ms, 2),
+        "images_per_second": round(batch["image"].shape[0] / step_ms * 1e3, 1),
+        "op_ms": {k: round(us / 1e3 / steps, 3) for k, us in top[:40] if us > 0},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="c100_bn", help="profile: comma-separated config ids")
     p.add_argument("--batch_sizes", default="128", help="profile: comma-separated")
     p.add_argument("--step", default="train", choices=("train", "eval"), help="profile")
+    p.add_argument("--torch", action="store_true", help="profile: the torch twin's step too")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
     p.add_argument("--data_source", default="synthetic")
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
@@ -227,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(record), flush=True)
     else:
         for name, config, batch_size in bench.model_batch_grid(args):
-            record = profile_step(config, batch_size, step=args.step)
+            record = profile_step(config, batch_size, step=args.step, torch_side=args.torch)
             record["config"] = name
             results.append(record)
             top = list(record["op_ms_by_kind"].items())[:8]
@@ -236,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{record['page_faults_per_step']} page faults; {top}",
                 flush=True,
             )
+            if "torch" in record:
+                torch_top = list(record["torch"]["op_ms"].items())[:8]
+                print(f"  torch: {record['torch']['step_ms']} ms; {torch_top}", flush=True)
     filename = "convs.json" if args.what == "convs" else f"profile_{args.step}.json"
     bench.write_results(args.out, filename, results)
     return 0

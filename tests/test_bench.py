@@ -159,7 +159,11 @@ def test_conv_timing_covers_each_implementation():
     names = ["xla"] + (["onednn"] if onednn.available() else [])
     for name in names:
         assert r[f"{name}_forward_ms"] > 0 and r[f"{name}_fwd_bwd_ms"] > 0
+        rate = r["forward_flops"] / 1e9 / (r[f"{name}_forward_ms"] / 1e3)
+        assert r[f"{name}_forward_gflop_per_s"] == pytest.approx(rate, rel=0.01, abs=0.1)
     assert ("torch_forward_ms" in r) == (importlib.util.find_spec("torch") is not None)
+    # 2 x (4 images x 8 x 8 outputs) x (3 x 8 channels) x 3 x 3 taps.
+    assert r["forward_flops"] == 2 * 4 * 8 * 8 * 3 * 8 * 9
 
 
 def test_train_step_profile_attributes_time_to_ops(tmp_path):
@@ -175,6 +179,18 @@ def test_train_step_profile_attributes_time_to_ops(tmp_path):
     assert any(kind.startswith(conv_kind) for kind in kinds), kinds
     assert sum(kinds.values()) < 10 * r["step_ms"]  # summed over threads, per step
     assert r["page_faults_per_step"] >= 0
+
+
+@needs_torch
+def test_profile_can_set_the_torch_twin_beside_the_jax_step():
+    from cifar_jax import bench_ops
+
+    r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2, torch_side=True)
+    torch_side = r["torch"]
+    assert torch_side["step_ms"] > 0
+    assert torch_side["images_per_second"] == pytest.approx(32 / torch_side["step_ms"] * 1e3, 0.01)
+    assert any("convolution" in op for op in torch_side["op_ms"]), torch_side["op_ms"]
+    assert "torch" not in bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2)
 
 
 def test_eval_step_profile_runs():
