@@ -16,8 +16,11 @@ For each model config and batch size it measures
   the jax step so both see the same machine load; the ratio is the median of the
   per-round ratios;
 * the Grain input pipeline of the config (its own augmentation): images/s produced on
-  their own, and the fraction of the jax train rounds spent waiting in ``next(iterator)``.
-  (The torch twin gets pre-made batches, so it never waits for data.)
+  their own, and the share of the jax train rounds in which the step waited for data:
+  the device idle between one step's end and the next step's dispatch (next batch,
+  ``to_global``, dispatch), with one step running while the host prepares the next, as
+  in the training loop. (The torch twin gets pre-made batches, so it never waits for
+  data.)
 
 Each model runs in its own subprocess (clean peak-RSS and compile caches). The result is
 ``bench.json`` and ``bench.md`` in ``--out``. ``torch`` comes with the ``[bench]`` extra;
@@ -34,10 +37,12 @@ import json
 import math
 import os
 import platform
+import queue
 import resource
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,24 +132,42 @@ class JaxSide:
         self.train_memory_bytes = _xla_memory(self.train_step)
         self.eval_memory_bytes = _xla_memory(self.eval_step)
         self.iterator, self.eval_batches = iterator, eval_batches
-        self.waited = 0.0  # seconds spent in next(iterator) during run_train
+        self.waited = 0.0  # seconds the device sat idle between steps during run_train
+        self.in_next = 0.0  # seconds spent in next(iterator) during run_train
         self.trained = 0.0  # seconds of run_train
 
     def run_train(self, n: int) -> float:
         """``n`` steps of the training loop as train_and_evaluate runs it: the next batch
-        from the Grain iterator -> ``to_global`` -> step. Time spent in ``next`` is
-        counted in ``self.waited``."""
-        state = self.state
+        from the Grain iterator -> ``to_global`` -> step, then wait for the previous
+        step's metrics (``LossMonitor.add`` checks its loss), so one step runs while the
+        host prepares the next.
+
+        ``self.waited`` adds up the gaps in which the device had nothing to run: from a
+        step's outputs being ready (:class:`_ReadyTimes`) to the next step's dispatch
+        returning. ``self.in_next`` adds up the time in ``next(iterator)``, most of which
+        overlaps the running step.
+        """
+        state, previous = self.state, None
+        ready, dispatched = _ReadyTimes(self.jax), []
         start = time.perf_counter()
         for _ in range(n):
             t = time.perf_counter()
             host_batch = next(self.iterator)
-            self.waited += time.perf_counter() - t
-            state, _ = self.train_step(state, self.train.to_global(host_batch, self.batch_sharding))
+            self.in_next += time.perf_counter() - t
+            state, metrics = self.train_step(
+                state, self.train.to_global(host_batch, self.batch_sharding)
+            )
+            dispatched.append(time.perf_counter())
+            ready.add(metrics)
+            if previous is not None:
+                self.jax.block_until_ready(previous)
+            previous = metrics
         self.jax.block_until_ready(state)
         self.state = state
         seconds = time.perf_counter() - start
         self.trained += seconds
+        finished = ready.close()
+        self.waited += sum(max(0.0, d - f) for d, f in zip(dispatched[1:], finished, strict=False))
         return seconds
 
     def run_eval(self, n: int) -> float:
@@ -155,6 +178,34 @@ class JaxSide:
             out = self.eval_step(self.state, self.train.to_global(batch, self.batch_sharding))
         self.jax.block_until_ready(out)
         return time.perf_counter() - start
+
+
+class _ReadyTimes:
+    """When each dispatched step's outputs became ready: a thread waits on them in order
+    (``block_until_ready`` releases the GIL), so the loop it measures never blocks on
+    them. Its wake-up after a step ends (tens of microseconds) makes the idle gaps
+    measured with these times slightly short."""
+
+    def __init__(self, jax_module):
+        self._jax = jax_module
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._times: list[float] = []
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def add(self, outputs) -> None:
+        self._queue.put(outputs)
+
+    def _wait(self) -> None:
+        while (outputs := self._queue.get()) is not None:
+            self._jax.block_until_ready(outputs)
+            self._times.append(time.perf_counter())
+
+    def close(self) -> list[float]:
+        """Waits for every added output; their ready times, in order."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._times
 
 
 def _xla_memory(compiled) -> int | None:
@@ -313,6 +364,7 @@ def bench_model(
             steps,
         )
         wait_fraction = jax_side.waited / jax_side.trained
+        next_fraction = jax_side.in_next / jax_side.trained
         pipe_ips = pipeline_throughput(make_iterator, batch_size, seconds)
         fastest = max(train_res["jax_images_per_second"], train_res["torch_images_per_second"] or 0)
         record = {
@@ -329,7 +381,8 @@ def bench_model(
             "eval_step_memory_mb": _mb(jax_side.eval_memory_bytes),
             "pipeline_images_per_second": pipe_ips,
             "pipeline_factor": pipe_ips / fastest,
-            "loop_data_wait_fraction": wait_fraction,
+            "loop_data_wait_fraction": wait_fraction,  # the device idle, waiting for data
+            "loop_next_fraction": next_fraction,  # time in next(), mostly overlapping a step
             "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             # 1-min load average before / after (other processes on the machine; above
             # the core count torch's OpenMP threads slow down far more than XLA's).
@@ -430,9 +483,10 @@ def markdown(report: dict[str, Any]) -> str:
         "img/s = images per second, median of the interleaved rounds; ratio = jax / torch: "
         "median of the per-round ratios / ratio of the best rounds (a target counts as met "
         "only if both are >= 1); pipeline = Grain batches on their own, as a multiple "
-        "of the fastest train step's consumption; wait = share of the real loop's time spent "
-        "in `next(iterator)`; mem = XLA memory analysis of the train step; load = the "
-        "machine's 1-min load average around the measurement (other processes).",
+        "of the fastest train step's consumption; wait = share of the real loop's time in "
+        "which the device sat idle between steps, waiting for the next batch; mem = XLA "
+        "memory analysis of the train step; load = the machine's 1-min load average around "
+        "the measurement (other processes).",
         "",
         "| model | params | batch | jax train | torch train | train ratio | jax eval | "
         "torch eval | eval ratio | compile (s) | mem (MB) | pipeline img/s (x) | wait | "

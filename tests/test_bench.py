@@ -59,7 +59,7 @@ def test_bench_model_runs_on_a_tiny_model():
     assert r["train_compile_seconds"] > 0
     assert r["train_step_memory_mb"] is None or r["train_step_memory_mb"] > 0
     assert r["pipeline_images_per_second"] > 0
-    assert 0 <= r["loop_data_wait_fraction"] < 1
+    assert 0 <= r["loop_data_wait_fraction"] < 1 and 0 <= r["loop_next_fraction"] < 1
     report = {
         "command": "python -m cifar_jax.bench --models=lenet",
         "started": "t0",
@@ -73,6 +73,35 @@ def test_bench_model_runs_on_a_tiny_model():
     table = bench.markdown(report)
     assert "| lenet | 62,006 | 16 |" in table
     assert "python -m cifar_jax.bench --models=lenet" in table
+
+
+def test_train_loop_counts_the_device_idle_while_data_is_late():
+    """``run_train`` counts as waiting the gaps in which no step ran: with batches that
+    take 50 ms each and steps of ~1 ms, nearly all of the 4 gaps between 5 steps."""
+    import time
+
+    import numpy as np
+
+    from cifar_jax import data
+
+    config = tiny_config()
+    config.batch_size = 16
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 10, 16).astype(np.int32),
+    }
+
+    def late_batches():
+        while True:
+            time.sleep(0.05)
+            yield batch
+
+    side = bench.JaxSide(config, data.load_dataset(config), late_batches(), [])
+    seconds = side.run_train(5)
+    assert side.trained == seconds >= 5 * 0.05
+    assert side.in_next >= 5 * 0.05
+    assert 4 * 0.04 <= side.waited <= seconds
 
 
 def test_seed_models_are_the_config_files():
