@@ -263,9 +263,7 @@ def interleaved(
     if not heavy and slowest < seconds:  # one more warm pair for the small models
         slowest = max(jax_run(1), torch_run(1) if torch_run else 0.0)
     n = steps or _steps_for(slowest, seconds, 200)
-    if heavy:
-        rounds = min(rounds, 3)
-    elif not steps and slowest > 2 * seconds:
+    if heavy or (not steps and slowest > 2 * seconds):
         rounds = min(rounds, 3)
     jax_ips, torch_ips, ratios = [], [], []
     for _ in range(rounds):

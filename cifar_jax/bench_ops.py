@@ -204,10 +204,6 @@ def profile_step(
     def ms(counter: collections.Counter) -> dict[str, float]:
         return {k: round(v / 1e6 / steps, 3) for k, v in counter.most_common()}
 
-    torch_record = None
-    if torch_side:
-        batch_np = {k: np.asarray(v) for k, v in batch.items()}
-        torch_record = profile_torch_step(config, side, batch_np, steps, step)
     record = {
         "model": config.model,
         "step": step,
@@ -218,26 +214,25 @@ def profile_step(
         "op_ms_by_kind": ms(by_kind),
         "op_ms": dict(list(ms(per_op).items())[:40]),
     }
-    if torch_record is not None:
-        record["torch"] = torch_record
+    if torch_side:
+        host_batch = {k: np.asarray(v) for k, v in batch.items()}
+        record["torch"] = profile_torch_step(config, side, host_batch, steps, step)
     return record
 
 
 def profile_torch_step(config, side, batch: dict, steps: int, step: str) -> dict[str, Any]:
-    """The torch twin's step time and each aten op's self CPU time (ms per step), from
-    ``torch.profiler`` over ``steps`` steps after two warm-up steps."""
+    """The torch twin's (``bench.TorchSide``) step time and each aten op's self CPU time
+    (ms per step), from ``torch.profiler`` over ``steps`` steps after two warm-up steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    from cifar_jax import bench_torch
+    from cifar_jax import bench
 
-    runner = bench_torch.TorchRunner(
-        config, side.model, side.num_params, side.mean, side.std, os.cpu_count() or 1
-    )
-    fn = runner.eval_step if step == "eval" else runner.train_step
-    runner.time_steps(fn, [batch], 2)
-    step_ms = runner.time_steps(fn, [batch], steps) / steps * 1e3
+    twin = bench.TorchSide(config, side, [batch], [batch], os.cpu_count() or 1)
+    run = twin.run_eval if step == "eval" else twin.run_train
+    run(2)
+    step_ms = run(steps) / steps * 1e3
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        runner.time_steps(fn, [batch], steps)
+        run(steps)
     self_us = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
     top = sorted(self_us.items(), key=lambda kv: -kv[1])
     return {
