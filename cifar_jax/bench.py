@@ -578,9 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from cifar_jax import runtime
 
-    # What cli.prepare_process does for a run, before JAX starts.
-    runtime.configure_host_allocator(not args.default_malloc)
-    runtime.configure_xla_flags(True)
+    runtime.configure_process(reuse_host_memory=not args.default_malloc)  # as training does
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     names = [m for m in args.models.split(",") if m] or seed_models()
     if args.worker:  # one model, in this process; JSON records on stdout

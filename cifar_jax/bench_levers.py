@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cifar_jax import bench, runtime
 
-    runtime.configure_host_allocator(True)  # as cli.prepare_process, before JAX starts
-    runtime.configure_xla_flags(True)
+    runtime.configure_process()  # as training does, before JAX starts
     results = []
     for name, config, batch_size in bench.model_batch_grid(args):
         r = ab_lever(

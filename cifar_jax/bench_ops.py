@@ -257,9 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cifar_jax import bench, runtime
 
-    # As cli.prepare_process does, before JAX starts.
-    runtime.configure_host_allocator(not args.default_malloc)
-    runtime.configure_xla_flags(True)
+    runtime.configure_process(reuse_host_memory=not args.default_malloc)  # as training does
     results = []
     if args.what == "convs":
         for shape in CONV_SHAPES:

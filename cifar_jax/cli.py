@@ -117,8 +117,9 @@ def prepare_process(config: ml_collections.ConfigDict) -> None:
         logging.get_absl_handler().addFilter(_drop_library_tracebacks)
         sys.unraisablehook = lambda unraisable: None
         threading.excepthook = lambda args: logging.debug("thread failed: %s", args.exc_value)
-    runtime.configure_host_allocator(config.reuse_host_memory)
-    runtime.configure_xla_flags(config.cpu_fast_conv_flags, config.deterministic)
+    runtime.configure_process(
+        config.reuse_host_memory, config.cpu_fast_conv_flags, config.deterministic
+    )
     runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 

@@ -94,6 +94,16 @@ def host_allocator() -> str:
     return _HOST_ALLOCATOR["status"]
 
 
+def configure_process(
+    reuse_host_memory: bool = True, cpu_fast_conv: bool = True, deterministic: bool = False
+) -> None:
+    """What every entry point (training CLIs and benchmarks) sets up before JAX starts:
+    :func:`configure_host_allocator` and :func:`configure_xla_flags`, so a benchmark
+    measures the process training runs in."""
+    configure_host_allocator(reuse_host_memory)
+    configure_xla_flags(cpu_fast_conv, deterministic)
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,

@@ -36,6 +36,17 @@ def test_user_setting_wins(xla_flags):
     )
 
 
+def test_configure_process_sets_up_the_allocator_and_the_flags(xla_flags):
+    """The one call training and the benchmarks make before JAX starts."""
+    import os
+
+    xla_flags.setattr(runtime, "_HOST_ALLOCATOR", {"status": "default (not configured)"})
+    runtime.configure_process(reuse_host_memory=False, cpu_fast_conv=True, deterministic=True)
+    assert runtime.host_allocator() == "default (reuse_host_memory=False)"
+    flags = os.environ["XLA_FLAGS"]
+    assert runtime.CPU_FAST_CONV_FLAG in flags and "--xla_gpu_deterministic_ops=true" in flags
+
+
 def test_deterministic_adds_the_gpu_flags(xla_flags):
     import os
 
