@@ -30,13 +30,11 @@ without it (``--no_torch``) only the jax side is measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib.util
 import json
 import math
 import os
-import platform
 import queue
 import resource
 import shlex
@@ -47,6 +45,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from cifar_jax import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -410,48 +410,6 @@ def format_line(r: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ report
 
 
-def machine_info() -> dict[str, Any]:
-    import jax
-    import jaxlib
-
-    from cifar_jax import runtime
-    from cifar_jax.models import onednn
-
-    cpu, family, flags = platform.processor(), "", set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() == "cpu family":
-                family = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    # Both sides pick kernels by vector ISA (torch's oneDNN JITs per ISA), so ratios
-    # measured on an AVX2 machine do not carry over to an AVX-512 one: record it.
-    isa = next((i for i in ("avx512f", "avx2", "avx") if i in flags), "unknown")
-    if family:
-        cpu = f"{cpu} (family {family}, {isa.removesuffix('f').upper()})"
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "backend": jax.default_backend(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "conv_backend": onednn.conv_backend(),
-        "host_allocator": runtime.host_allocator(),
-    }
-    with contextlib.suppress(ImportError):
-        import torch
-
-        info["torch"] = torch.__version__
-    return info
-
-
 def best_ratio(side: dict[str, Any]) -> float | None:
     """jax / torch of the best round of each: other processes only ever slow a round
     down, so the fastest rounds are the closest to an unloaded machine."""
@@ -567,7 +525,7 @@ def write_results(out: str, filename: str, results: list[dict[str, Any]]) -> Non
     """``out/filename``: the machine and ``results``, as JSON."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, filename), "w", encoding="utf-8") as f:
-        json.dump({"machine": machine_info(), "results": results}, f, indent=2)
+        json.dump({"machine": runtime.machine_info(), "results": results}, f, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,8 +534,6 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.table_from, encoding="utf-8") as f:
             write_markdown(json.load(f), args.out)
         return 0
-    from cifar_jax import runtime
-
     runtime.configure_process(reuse_host_memory=not args.default_malloc)  # as training does
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     names = [m for m in args.models.split(",") if m] or seed_models()
@@ -603,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine_info(),
+        "machine": runtime.machine_info(),
         "results": [],
         "failed": {},
     }

@@ -21,10 +21,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 CPU_FAST_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 
@@ -137,3 +141,82 @@ def initialize_distributed(
         jax.distributed.initialize()
         return jax.process_count() > 1
     return False
+
+
+def git_commit() -> str:
+    """The commit of the cifar_jax checkout this code runs from (``-dirty`` with local
+    changes), or ``unknown`` for an installed copy without git: every results file
+    carries it, so a number can be traced to the code that made it."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "") if commit else "unknown"
+
+
+def cpu_description() -> str:
+    """CPU model with family/model numbers and vector ISA, e.g. ``AMD EPYC 9B45 (family
+    26, AVX512)``. Conv kernels are picked per ISA, so times and speed ratios measured on
+    an AVX2 machine do not carry over to an AVX-512 one: every number records it."""
+    cpu, family, model, flags = platform.processor(), "", "", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                cpu = value.strip()
+            elif key == "cpu family":
+                family = value.strip()
+            elif key == "model":
+                model = value.strip()
+            elif key == "flags":
+                flags = set(value.split())
+                break
+    isa = next((i for i in ("avx512f", "avx2", "avx") if i in flags), "unknown")
+    if family:
+        cpu = f"{cpu} (family {family}, model {model}, {isa.removesuffix('f').upper()})"
+    return cpu
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine, software and commit a measurement was made with (bench, sweeps,
+    reproductions). Starts JAX's backend: call it after :func:`configure_process`."""
+    import jax
+    import jaxlib
+
+    from cifar_jax.models import onednn
+
+    devices = jax.devices()
+    info = {
+        "cpu": cpu_description(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "backend": jax.default_backend(),
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "conv_backend": onednn.conv_backend(),
+        "host_allocator": host_allocator(),
+    }
+    with contextlib.suppress(ImportError):
+        import torch
+
+        info["torch"] = torch.__version__
+    return info

@@ -30,7 +30,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from cifar_jax import cli, config_base
+from cifar_jax import cli, config_base, preemption
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.errors import CifarJaxError, ConfigError
 
@@ -149,6 +149,10 @@ def run_one(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]
             return {"status": "done", "results": json.load(f)}
     try:
         results = train.train_and_evaluate(config, directory)
+    except preemption.Preempted:
+        # SIGTERM/SIGINT stops the whole sweep (the run's checkpoint is saved); recording
+        # it as a failed variant would go on to train the next one after a preemption.
+        raise
     except (CifarJaxError, Exception) as e:  # noqa: BLE001 - one failed variant must not stop the sweep
         message = f"{type(e).__name__}: {e}"
         os.makedirs(directory, exist_ok=True)

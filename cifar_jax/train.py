@@ -650,7 +650,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "num_devices": jax.device_count(),
         "num_processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
+        # What made this number: device, CPU model and ISA, code version.
+        "device_kind": jax.devices()[0].device_kind,
+        "cpu": runtime.cpu_description(),
+        "commit": runtime.git_commit(),
         "dataset_source": dataset.source,
+        "train_examples": len(dataset.train),
+        "test_examples": len(dataset.test),
         **validation.results(state, config, tested),
         "config": config.to_dict(),
     }

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cifar_jax import bench, config_base, models
+from cifar_jax import bench, config_base, models, runtime
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed ([bench] extra)")
@@ -67,7 +67,7 @@ def test_bench_model_runs_on_a_tiny_model():
         "wall_seconds": 1.0,
         "loadavg_before": [0.0, 0.0, 0.0],
         "loadavg_after": [0.0, 0.0, 0.0],
-        "machine": bench.machine_info(),
+        "machine": runtime.machine_info(),
         "results": records,
     }
     table = bench.markdown(report)

@@ -104,6 +104,31 @@ def test_killed_sweep_resumes_without_redoing_runs_and_reproduces(tiny, tmp_path
         assert ra["test_loss_mean"] == rb["test_loss_mean"]
 
 
+def test_sigterm_stops_the_whole_sweep_and_a_rerun_finishes_it(tiny, tmp_path):
+    """A preempted sweep must stop (exit 143, checkpoint saved), not record the run as
+    failed and go on training the next variant on a machine that is being taken away."""
+    config, full = tiny
+    workdir = tmp_path / "term"
+    proc = run_sweep_cmd(config, workdir, "--config.seeds=(0,)", wait=False)
+    checkpoints = workdir / "relu" / "seed_0" / "checkpoints"
+    deadline = time.time() + 300
+    while not (checkpoints.exists() and any(checkpoints.iterdir())) and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    if (workdir / "relu" / "seed_0" / "results.json").exists():
+        pytest.skip("the first run finished before SIGTERM arrived")
+    assert proc.returncode == 143, stderr.decode()[-2000:]
+    assert "Rerun the same command to resume" in stderr.decode()
+    assert not (workdir / "relu" / "seed_0" / "error.txt").exists()
+    assert not (workdir / "gelu").exists(), "the sweep went on after SIGTERM"
+    run_sweep_cmd(config, workdir, "--config.seeds=(0,)")
+    rows = {r["variant"]: r for r in json.loads((workdir / "summary.json").read_text())["rows"]}
+    want = {r["variant"]: r for r in json.loads((full / "summary.json").read_text())["rows"]}
+    assert rows["relu"]["test_accuracy_per_seed"] == want["relu"]["test_accuracy_per_seed"][:1]
+
+
 def test_failed_variant_is_reported_and_others_run(tiny, tmp_path):
     config, _ = tiny
     failing = tmp_path / "failing_sweep.py"
