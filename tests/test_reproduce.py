@@ -1,0 +1,154 @@
+"""The reproduce command: results table, seeds, no redo, shared runs, reduced runs marked,
+stale runs refused, CIFAR-100 mini marked not comparable, time estimates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cifar_jax import reproduce
+from cifar_jax.errors import ConfigError
+
+TINY = ("--budget=0.02", "--data_fraction=0.02")
+
+
+def run_cli(workdir: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, "-m", "cifar_jax.reproduce", f"--workdir={workdir}",
+           f"--data_dir={data}", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, real_data_root) -> tuple[Path, Path, dict]:
+    """One seed of one result, then two seeds of three results in the same workdir."""
+    workdir = tmp_path_factory.mktemp("reproduce")
+    data = real_data_root / "cifar10"
+    first = run_cli(workdir, data, "--results=000_lenet", "--seeds=1", *TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    lenet0 = workdir / "000_lenet__budget0.02_data0.02" / "seed_0" / "results.json"
+    stamp = lenet0.stat().st_mtime_ns
+    second = run_cli(
+        workdir, data, "--results=000_lenet,001_cnn_baseline,001_loss_cross_entropy",
+        "--seeds=2", *TINY,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert lenet0.stat().st_mtime_ns == stamp, "a finished run was trained again"
+    return workdir, data, {"first": first.stdout, "second": second.stdout}
+
+
+def test_runs_every_seed_once_and_writes_the_tables(tiny_runs):
+    workdir, _, out = tiny_runs
+    # The second call trains lenet seed 1 and the baseline's two seeds, nothing else:
+    # the cross-entropy row of the loss table is the baseline recipe, trained once.
+    assert "[1/5 to train" in out["second"] and "[3/5 to train" in out["second"]
+    assert out["second"].count("to train, 6 runs in all]") == 3
+    assert "ETA" in out["second"]
+    summary = json.loads((workdir / "reproduction.json").read_text())
+    rows = {r["id"]: r for r in summary["rows"]}
+    assert list(rows) == ["000_lenet", "001_cnn_baseline", "001_loss_cross_entropy"]
+    for row in rows.values():
+        assert row["runs"] == 2 and len(row["per_seed"]) == 2 and row["reduced"]
+        assert 0 <= row["mean"] <= 100 and row["std"] >= 0
+        assert row["commit"] and row["cpu"] != ["not recorded"]
+    assert rows["001_loss_cross_entropy"]["shared_with"] == ["001_cnn_baseline"]
+    assert rows["001_loss_cross_entropy"]["per_seed"] == rows["001_cnn_baseline"]["per_seed"]
+    assert rows["000_lenet"]["trainable_params"] == 62_006
+    assert summary["machine"]["jax"] and summary["machine"]["commit"]
+    md = (workdir / "reproduction.md").read_text()
+    assert "not reproductions" in md and "reduced, not compared" in md
+    assert "| 000_lenet | 000 Table 1, sec. 2.4 | lenet | 62,006 | 61.00 |" in md
+
+
+def test_rerun_trains_nothing(tiny_runs):
+    workdir, data, _ = tiny_runs
+    before = (workdir / "reproduction.json").read_text()
+    out = run_cli(
+        workdir, data, "--results=000_lenet,001_cnn_baseline,001_loss_cross_entropy",
+        "--seeds=2", *TINY,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "to train" not in out.stdout
+    after = json.loads((workdir / "reproduction.json").read_text())
+    assert [r["per_seed"] for r in after["rows"]] == [
+        r["per_seed"] for r in json.loads(before)["rows"]
+    ]
+
+
+def test_a_run_of_another_recipe_is_refused_not_averaged(tiny_runs, tmp_path):
+    workdir, data, _ = tiny_runs
+    copy = tmp_path / "w"
+    subprocess.run(["cp", "-r", str(workdir), str(copy)], check=True)
+    results = copy / "000_lenet__budget0.02_data0.02" / "seed_1" / "results.json"
+    stored = json.loads(results.read_text())
+    stored["config"]["learning_rate"] = 0.5
+    results.write_text(json.dumps(stored))
+    out = run_cli(copy, data, "--results=000_lenet", "--seeds=2", "--summarize", *TINY)
+    assert out.returncode == 1
+    assert "another recipe" in out.stderr and "learning_rate" in out.stderr
+
+
+def test_full_budget_rows_are_compared_with_the_report(tmp_path):
+    """A full-recipe run's row gets the difference; a CIFAR-100 run on fewer test images
+    than the report's split is marked not comparable; a range counts inside as 0."""
+    runs = reproduce.plan(reproduce.select("000_lenet,002_cnn_bn_dropout,003_baseline"), 1,
+                          str(tmp_path))  # fmt: skip
+    for run, accuracy, test_examples in zip(runs, (0.6396, 0.80, 0.50), (10_000, 10_000, 400),
+                                            strict=True):  # fmt: skip
+        os.makedirs(run.directory)
+        Path(run.directory, "results.json").write_text(json.dumps({
+            "test_accuracy": accuracy, "trainable_params": 1, "epochs": 1.0, "seed": run.seed,
+            "train_seconds": 60.0, "compile_seconds": 2.0, "test_examples": test_examples,
+            "cpu": "test cpu", "commit": "abc", "config": run.config.to_dict(),
+        }))  # fmt: skip
+    summary = reproduce.summarize(runs, 1.0, 1.0, {}, 1, str(tmp_path))
+    rows = {r["id"]: r for r in summary["rows"]}
+    assert rows["000_lenet"]["difference"] == pytest.approx(63.96 - 61.0)
+    assert rows["000_lenet"]["comparable"]
+    assert rows["002_cnn_bn_dropout"]["difference"] == 0.0  # inside the reported 75-85%
+    assert not rows["003_baseline"]["comparable"] and "mini" in rows["003_baseline"]["note"]
+    md = reproduce.to_markdown(summary)
+    assert "| +2.96 |" in md and "not comparable" in md and "Reduced run" not in md
+    assert rows["003_baseline"]["seeds"] == [42]  # report 003's recipes seed from 42
+
+
+def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root):
+    runs = reproduce.plan(reproduce.select("000_basenet_residual"), 1, str(tmp_path),
+                          data_dir=str(real_data_root / "cifar10"))  # fmt: skip
+    est = reproduce.estimate(runs, 3, str(tmp_path))["000_basenet_residual"]
+    assert est["full_recipe_steps"] == 100 * (40_000 // 1024)
+    assert est["images_per_second"] > 0
+    assert est["estimated_seconds"] == pytest.approx(3900 * 1024 / est["images_per_second"])
+    row = reproduce.summarize(runs, 1.0, 1.0, {"000_basenet_residual": est}, 1, str(tmp_path))
+    assert "not yet run here; est." in reproduce.to_markdown(row)
+    assert not list(tmp_path.glob("tmp*")), "the timing run's folder was left behind"
+
+
+def test_selection_and_bad_input():
+    assert [r.id for r in reproduce.select("000")] == [
+        "000_lenet", "000_basenet_residual", "000_deepnet",
+    ]  # fmt: skip
+    assert len(reproduce.select("all")) == len(reproduce.RESULTS)
+    with pytest.raises(ConfigError, match="unknown result 'lenet'"):
+        reproduce.select("lenet")
+    with pytest.raises(ConfigError, match="--seeds=0"):
+        reproduce.plan(reproduce.select("000_lenet"), 0, "/tmp/unused")
+    assert len({r.id for r in reproduce.RESULTS}) == len(reproduce.RESULTS)
+
+
+@pytest.mark.parametrize("result", reproduce.RESULTS, ids=lambda r: r.id)
+def test_every_result_builds_a_valid_config(result):
+    """Every row's recipe loads, validates and names the model it says."""
+    from cifar_jax import config_base
+
+    config = reproduce.result_config(result, 0)
+    config_base.validate_config(config)
+    assert config.num_epochs > 0
+    for key, value in result.overrides:
+        assert config[key] == value
