@@ -326,7 +326,7 @@ def bn_sweep(
     shape = optim.learning_rate_schedule(unit, per_epoch, total)
 
     def factory(learning_rate):
-        return optim.create_optimizer(config, lambda count: learning_rate * shape(count))
+        return optim.create_optimizer(config, lambda count: learning_rate * shape(count), total)
 
     tx = optax.inject_hyperparams(factory)(learning_rate=lrs[0])
     init_state = train.create_train_state(model, tx, config.seed, replicated)

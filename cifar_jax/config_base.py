@@ -57,10 +57,14 @@ def base_config() -> ml_collections.ConfigDict:
     # AutoAugmentPolicy.CIFAR10: 25 sub-policies of two ops, one drawn per image).
     c.autoaugment = "none"
     # ColorJitter strengths (torchvision): factors uniform in [max(0, 1 - s), 1 + s],
-    # the three ops in a random order per image. 0 = that op off.
+    # the enabled ops in a random order per image. 0 = that op off.
     c.color_jitter_brightness = 0.0
     c.color_jitter_contrast = 0.0
     c.color_jitter_saturation = 0.0
+    # ColorJitter hue, in [0, 0.5] (torchvision): hue_factor uniform in [-h, h], the image
+    # converted to HSV, its hue shifted by hue_factor (mod 1) and converted back; one of
+    # the jitter ops in the random order above. 0 = off.
+    c.color_jitter_hue = 0.0
     # RandomRotation: angle uniform in [-d, d] degrees, nearest, zero fill. 0 = off.
     c.random_rotation = 0.0
     # RandomErasing (torchvision, applied as if after normalization: the box becomes the
@@ -134,9 +138,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.weight_decay = 0.0
     # Learning-rate schedule: "cosine" (to final_lr_fraction * peak), "constant", "step"
     # (torch StepLR: times lr_step_gamma every lr_step_epochs epochs), "onecycle" (torch
-    # OneCycleLR's cosine learning rate; momentum is not cycled) or "plateau" (torch
-    # ReduceLROnPlateau on a validation metric; needs val_examples > 0).
+    # OneCycleLR's cosine learning rate, and momentum cycled if onecycle_cycle_momentum)
+    # or "plateau" (torch ReduceLROnPlateau on a validation metric; needs val_examples > 0).
     c.schedule = "cosine"
+    # When the learning rate changes: "step" (every optimizer step) or "epoch" (torch's
+    # scheduler.step() once per epoch: constant within an epoch, at the per-step value of
+    # the epoch's first step, i.e. cosine = torch CosineAnnealingLR(T_max=num_epochs) at
+    # the epoch index; a warmup epoch takes the value at its end, peak * (e + 1) /
+    # warmup_epochs, and warmup_epochs must be whole). "step" schedules change per epoch
+    # either way. Not with onecycle (per batch in torch).
+    c.schedule_step = "step"
     # Linear warmup from 0 to the peak, in epochs (fractions allowed; not with onecycle,
     # which has its own).
     c.warmup_epochs = 0.0
@@ -150,16 +161,32 @@ def base_config() -> ml_collections.ConfigDict:
     c.onecycle_pct_start = 0.3
     c.onecycle_div_factor = 25.0
     c.onecycle_final_div_factor = 1e4
-    # schedule="plateau" (torch ReduceLROnPlateau defaults, threshold_mode "rel", no
-    # cooldown): the watched metric ("val_loss": lower is better; "val_accuracy": higher
-    # is better), the factor, the evaluations without an improvement of more than
-    # plateau_threshold (relative) tolerated before lowering, and the floor. Its state is
-    # in the optimizer state, so it survives a resume.
+    # schedule="onecycle": cycle the momentum inversely to the learning rate (torch's
+    # cycle_momentum=True): max_momentum at the start, base_momentum at the lr peak, back
+    # to max_momentum at the end, with the same cosine phases. It replaces SGD's and
+    # RMSprop's momentum and Adam/AdamW's adam_b1 (also when those are 0, as torch does).
+    # False = the configured momentum stays constant.
+    c.onecycle_cycle_momentum = True
+    c.onecycle_base_momentum = 0.85
+    c.onecycle_max_momentum = 0.95
+    # schedule="plateau" (torch ReduceLROnPlateau defaults): the watched metric
+    # ("val_loss": lower is better; "val_accuracy": higher is better), the factor, the
+    # evaluations without an improvement of more than plateau_threshold tolerated before
+    # lowering, and the floor: new lr = max(lr * factor, min_lr), skipped if that lowers
+    # it by less than torch's eps 1e-8. Its state is in the optimizer state, so it
+    # survives a resume.
     c.plateau_metric = "val_loss"
     c.plateau_factor = 0.1
     c.plateau_patience = 10
     c.plateau_threshold = 1e-4
     c.plateau_min_lr = 0.0
+    # How plateau_threshold counts: "rel" (better = below best * (1 - threshold) for a
+    # loss, above best * (1 + threshold) for an accuracy) or "abs" (below best - threshold,
+    # above best + threshold).
+    c.plateau_threshold_mode = "rel"
+    # Evaluations after a reduction during which evaluations without an improvement are
+    # not counted (torch's cooldown). 0 = none.
+    c.plateau_cooldown = 0
     # Clip gradients to this global norm; 0 = no clipping.
     c.grad_clip_norm = 0.0
     # Training loss: "cross_entropy" or "focal" (Lin et al.: -(1 - p_t)^gamma log p_t).
@@ -245,7 +272,9 @@ CHOICES = {
     "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
     "nonfinite_loss": ("stop", "skip"),
     "schedule": ("constant", "cosine", "step", "onecycle", "plateau"),
+    "schedule_step": ("step", "epoch"),
     "plateau_metric": ("val_loss", "val_accuracy"),
+    "plateau_threshold_mode": ("rel", "abs"),
     "loss": ("cross_entropy", "focal"),
     "best_metric": ("val_accuracy", "val_loss"),
     "test_checkpoint": ("auto", "final", "best"),
@@ -332,6 +361,7 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
         "plateau_threshold",
         "plateau_min_lr",
         "plateau_patience",
+        "plateau_cooldown",
         "early_stopping_patience",
         "color_jitter_brightness",
         "color_jitter_contrast",
@@ -340,8 +370,14 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
         "cutmix_alpha",
     ):
         check(name, config[name] >= 0, ">= 0 (0 = off / none)", 0)
-    for name in ("rmsprop_alpha", "rmsprop_momentum"):
+    for name in (
+        "rmsprop_alpha",
+        "rmsprop_momentum",
+        "onecycle_base_momentum",
+        "onecycle_max_momentum",
+    ):
         check(name, 0 <= config[name] < 1, "in [0, 1)", base_config()[name])
+    check("color_jitter_hue", 0 <= config.color_jitter_hue <= 0.5, "in [0, 0.5]", 0.1)
     check("plateau_factor", 0 < config.plateau_factor < 1, "in (0, 1)", 0.5)
     check("lr_step_gamma", 0 < config.lr_step_gamma <= 1, "in (0, 1]", 0.1)
     check("lr_step_epochs", config.lr_step_epochs > 0, "a positive number of epochs", 30)
@@ -369,6 +405,18 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
             f"warmup_epochs={config.warmup_epochs} with schedule='onecycle': the one-cycle "
             "schedule has its own warmup (onecycle_pct_start); set --config.warmup_epochs=0."
         )
+    if config.schedule_step == "epoch":
+        if config.schedule == "onecycle":
+            raise ConfigError(
+                "schedule_step='epoch' with schedule='onecycle': torch's OneCycleLR steps "
+                "once per batch; set --config.schedule_step=step."
+            )
+        if config.warmup_epochs != int(config.warmup_epochs):
+            raise ConfigError(
+                f"warmup_epochs={config.warmup_epochs} with schedule_step='epoch': an "
+                "epoch-stepped warmup needs a whole number of epochs (e.g. "
+                f"--config.warmup_epochs={max(1, round(config.warmup_epochs))})."
+            )
     needs_val = {
         "schedule": config.schedule == "plateau",
         "early_stopping_patience": config.early_stopping_patience > 0,

@@ -14,16 +14,30 @@ Schedules are functions of the optimizer step (``count``, 0 for the first update
 * ``onecycle``: torch ``OneCycleLR(anneal_strategy="cos", three_phase=False)`` stepped per
   batch over the run's steps: cosine from ``peak / div_factor`` up to ``peak`` over the
   first ``pct_start`` of the run, then cosine down to ``peak / div_factor /
-  final_div_factor``. Only the learning rate cycles (torch's ``cycle_momentum=False``);
-* ``plateau``: torch ``ReduceLROnPlateau`` (``threshold_mode="rel"``, no cooldown). The
-  learning rate is the (warmup +) constant peak times a scale kept in the optimizer state
-  (:class:`PlateauState`, checkpointed with it), which :func:`update_plateau` lowers
-  after each validation evaluation. The scale multiplies the optimizer's final update,
-  which for every optimizer here is exactly scaling its learning rate.
+  final_div_factor``. With ``onecycle_cycle_momentum`` (torch's ``cycle_momentum=True``,
+  the default) the momentum cycles the other way, from ``max_momentum`` down to
+  ``base_momentum`` at the peak and back up, with the same cosine phases: SGD's and
+  RMSprop's momentum, Adam's and AdamW's ``b1``, replacing the configured value as torch
+  does (:func:`onecycle_momentum_schedule`, injected per step with
+  ``optax.inject_hyperparams``);
+* ``plateau``: torch ``ReduceLROnPlateau`` (``threshold_mode`` "rel" or "abs",
+  ``cooldown``, ``min_lr``, ``eps=1e-8``). The learning rate is the (warmup +) constant
+  peak times a scale kept in the optimizer state (:class:`PlateauState`, checkpointed
+  with it), which :func:`update_plateau` lowers after each validation evaluation. The
+  scale multiplies the optimizer's final update, which for every optimizer here is
+  exactly scaling its learning rate.
+
+``schedule_step="epoch"`` (torch's ``scheduler.step()`` once per epoch) holds the rate
+constant within each epoch (:func:`stepped_per_epoch`): a cosine epoch takes the value
+the per-step schedule has at the epoch's first step (torch ``CosineAnnealingLR(T_max=
+num_epochs)`` at the epoch index), a warmup epoch the value at its end (``peak * (e + 1)
+/ warmup_epochs``, torch's ``LambdaLR`` warmup, so no epoch trains at rate 0). OneCycleLR
+steps per batch in torch, so ``onecycle`` rejects it.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import jax
@@ -35,6 +49,8 @@ from cifar_jax.errors import ConfigError
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step", "onecycle", "plateau")
 PLATEAU_METRICS = ("val_loss", "val_accuracy")
+PLATEAU_THRESHOLD_MODES = ("rel", "abs")
+SCHEDULE_STEPS = ("step", "epoch")
 
 
 # ----------------------------------------------------------------------- schedules
@@ -52,6 +68,30 @@ def step_decay_schedule(
     return schedule
 
 
+def _cos_anneal(start, end, pct):
+    """torch OneCycleLR's ``_annealing_cos``: cosine from ``start`` (pct 0) to ``end`` (1)."""
+    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+
+
+def _one_cycle(
+    start: float, middle: float, end: float, total_steps: int, pct_start: float
+) -> optax.Schedule:
+    """torch OneCycleLR's two cosine phases over ``total_steps`` batches: ``start`` to
+    ``middle`` until step ``pct_start * total_steps - 1``, then to ``end`` at step
+    ``total_steps - 1``."""
+    end_up = float(pct_start * total_steps) - 1.0
+    end_down = float(total_steps - 1)
+
+    def schedule(count):
+        count = jnp.asarray(count, jnp.float32)
+        up = _cos_anneal(start, middle, count / max(end_up, 1e-12))
+        down_pct = (count - end_up) / max(end_down - end_up, 1e-12)
+        down = _cos_anneal(middle, end, jnp.clip(down_pct, 0.0, 1.0))
+        return jnp.where(count <= end_up, up, down)
+
+    return schedule
+
+
 def onecycle_schedule(
     peak: float,
     total_steps: int,
@@ -65,25 +105,43 @@ def onecycle_schedule(
     ``total_steps - 1`` (at ``peak / div_factor / final_div_factor``), as in torch.
     """
     initial = peak / div_factor
-    final = initial / final_div_factor
-    end_up = float(pct_start * total_steps) - 1.0
-    end_down = float(total_steps - 1)
+    return _one_cycle(initial, peak, initial / final_div_factor, total_steps, pct_start)
 
-    def cos_anneal(start, end, pct):
-        return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
 
-    def schedule(count):
-        count = jnp.asarray(count, jnp.float32)
-        up = cos_anneal(initial, peak, count / max(end_up, 1e-12))
-        down_pct = (count - end_up) / max(end_down - end_up, 1e-12)
-        down = cos_anneal(peak, final, jnp.clip(down_pct, 0.0, 1.0))
-        return jnp.where(count <= end_up, up, down)
+def onecycle_momentum_schedule(
+    total_steps: int,
+    pct_start: float = 0.3,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> optax.Schedule:
+    """torch ``OneCycleLR(cycle_momentum=True)``'s momentum: ``max_momentum`` at step 0,
+    ``base_momentum`` at the learning-rate peak, ``max_momentum`` again at the last step,
+    with the same cosine phases as :func:`onecycle_schedule` (inverse to the rate)."""
+    return _one_cycle(max_momentum, base_momentum, max_momentum, total_steps, pct_start)
 
-    return schedule
+
+def stepped_per_epoch(
+    schedule: optax.Schedule, steps_per_epoch: int, warmup_epochs: int = 0
+) -> optax.Schedule:
+    """``schedule`` stepped once per epoch (torch's ``scheduler.step()`` per epoch).
+
+    The rate is constant within epoch ``e``: ``schedule`` at the epoch's first step
+    (``e * steps_per_epoch``), except in the ``warmup_epochs`` warmup epochs, which take
+    the value at their end (``(e + 1) * steps_per_epoch``), so a warmup from 0 reaches
+    the peak in its last epoch and no epoch trains at rate 0.
+    """
+
+    def per_epoch(count):
+        epoch = jnp.asarray(count) // steps_per_epoch
+        first = jnp.where(epoch < warmup_epochs, epoch + 1, epoch) * steps_per_epoch
+        return schedule(first)
+
+    return per_epoch
 
 
 def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """Peak ``learning_rate`` after ``warmup_epochs`` of linear warmup, then the schedule.
+    """Peak ``learning_rate`` after ``warmup_epochs`` of linear warmup, then the schedule,
+    changing every step or, with ``schedule_step="epoch"``, every epoch.
 
     For ``plateau`` this is the schedule before the plateau scale (see the module doc).
     """
@@ -103,11 +161,22 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
             f"warmup_epochs={config.warmup_epochs} covers the whole run ({total_steps} steps); "
             "use fewer warmup epochs."
         )
+    if config.schedule_step not in SCHEDULE_STEPS:
+        raise ConfigError(
+            f"schedule_step={config.schedule_step!r} is not known; use one of "
+            f"{list(SCHEDULE_STEPS)} (e.g. --config.schedule_step=step)."
+        )
+    per_epoch = config.schedule_step == "epoch"
     if config.schedule == "onecycle":
         if warmup_steps:
             raise ConfigError(
                 f"warmup_epochs={config.warmup_epochs} with schedule='onecycle': the "
                 "one-cycle schedule has its own warmup; set --config.warmup_epochs=0."
+            )
+        if per_epoch:
+            raise ConfigError(
+                "schedule_step='epoch' with schedule='onecycle': torch's OneCycleLR steps "
+                "once per batch; set --config.schedule_step=step."
             )
         return onecycle_schedule(
             peak,
@@ -136,21 +205,48 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
         main = optax.cosine_decay_schedule(
             peak, decay_steps=max(1, total_steps - warmup_steps), alpha=config.final_lr_fraction
         )
+    if per_epoch and config.warmup_epochs != int(config.warmup_epochs):
+        raise ConfigError(
+            f"warmup_epochs={config.warmup_epochs} with schedule_step='epoch': an "
+            "epoch-stepped warmup needs a whole number of epochs (e.g. "
+            f"--config.warmup_epochs={max(1, round(config.warmup_epochs))})."
+        )
     if warmup_steps == 0:
-        return main
-    warmup = optax.linear_schedule(0.0, peak, warmup_steps)
-    return optax.join_schedules([warmup, main], [warmup_steps])
+        per_step = main
+    else:
+        warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+        per_step = optax.join_schedules([warmup, main], [warmup_steps])
+    if per_epoch:
+        return stepped_per_epoch(per_step, steps_per_epoch, int(config.warmup_epochs))
+    return per_step
 
 
 # ------------------------------------------------------------------ ReduceLROnPlateau
 
 
 class PlateauState(NamedTuple):
-    """The state of ReduceLROnPlateau, kept in the optimizer state (so it is checkpointed)."""
+    """The state of ReduceLROnPlateau, kept in the optimizer state (so it is checkpointed).
+
+    torch's two counters share ``num_bad_epochs``: torch holds its bad-epoch count at 0
+    throughout a cooldown, so at most one of them is ever non-zero, and a cooldown is
+    stored as its negative. Checkpoints written before cooldown existed (never negative)
+    load as they are.
+    """
 
     scale: jnp.ndarray  # float32: the learning rate is the schedule's value times this
     best: jnp.ndarray  # float32: best metric so far (+inf for "min", -inf for "max")
-    num_bad_epochs: jnp.ndarray  # int32: evaluations since the last improvement
+    num_bad_epochs: jnp.ndarray  # int32: evaluations since the last improvement, or
+    # during a cooldown minus the cooldown evaluations left
+
+    @property
+    def bad_epochs(self) -> jnp.ndarray:
+        """torch's ``num_bad_epochs``."""
+        return jnp.maximum(self.num_bad_epochs, 0)
+
+    @property
+    def cooldown_counter(self) -> jnp.ndarray:
+        """torch's ``cooldown_counter``: evaluations of cooldown left."""
+        return jnp.maximum(-self.num_bad_epochs, 0)
 
 
 def scale_by_plateau(mode: str) -> optax.GradientTransformation:
@@ -194,26 +290,40 @@ def reduce_on_plateau(
     threshold: float,
     min_scale: float,
     eps_scale: float,
+    threshold_mode: str = "rel",
+    cooldown: int = 0,
 ) -> PlateauState:
-    """One ``ReduceLROnPlateau.step(value)`` (torch semantics, ``threshold_mode="rel"``).
+    """One ``ReduceLROnPlateau.step(value)`` (torch semantics).
 
-    An improvement is ``value < best * (1 - threshold)`` ("min") or ``value > best * (1 +
-    threshold)`` ("max"). After more than ``patience`` evaluations without one, the scale
-    becomes ``max(scale * factor, min_scale)`` (if that lowers it by more than
-    ``eps_scale``) and the count restarts. Scales are relative to the peak learning rate.
+    An improvement is, for ``threshold_mode="rel"``, ``value < best * (1 - threshold)``
+    ("min") or ``value > best * (1 + threshold)`` ("max"); for ``"abs"``, ``value < best
+    - threshold`` or ``value > best + threshold``. During a cooldown (the ``cooldown``
+    evaluations after a reduction) evaluations without one are not counted. After more
+    than ``patience`` counted evaluations without one, the scale becomes ``max(scale *
+    factor, min_scale)`` (if that lowers it by more than ``eps_scale``), the count
+    restarts and the cooldown starts (even when the reduction was too small to apply, as
+    in torch). Scales are relative to the peak learning rate.
     """
+    if threshold_mode not in PLATEAU_THRESHOLD_MODES:
+        raise ValueError(f"threshold_mode={threshold_mode!r}: use 'rel' or 'abs'")
     value = jnp.asarray(value, jnp.float32)
-    if mode == "min":
-        better = value < state.best * (1.0 - threshold)
+    if threshold_mode == "rel":
+        bar = state.best * (1.0 - threshold) if mode == "min" else state.best * (1.0 + threshold)
     else:
-        better = value > state.best * (1.0 + threshold)
+        bar = state.best - threshold if mode == "min" else state.best + threshold
+    better = value < bar if mode == "min" else value > bar
     best = jnp.where(better, value, state.best)
-    bad = jnp.where(better, 0, state.num_bad_epochs + 1)
+    bad = jnp.where(better, 0, state.bad_epochs + 1)
+    in_cooldown = state.cooldown_counter > 0
+    cooldown_left = jnp.where(in_cooldown, state.cooldown_counter - 1, 0)
+    bad = jnp.where(in_cooldown, 0, bad)  # torch ignores bad epochs in cooldown
     reduce = bad > patience
     lowered = jnp.maximum(state.scale * factor, min_scale)
     scale = jnp.where(reduce & (state.scale - lowered > eps_scale), lowered, state.scale)
     bad = jnp.where(reduce, 0, bad)
-    return PlateauState(scale.astype(jnp.float32), best, bad.astype(jnp.int32))
+    cooldown_left = jnp.where(reduce, cooldown, cooldown_left)
+    counter = jnp.where(cooldown_left > 0, -cooldown_left, bad)  # see PlateauState
+    return PlateauState(scale.astype(jnp.float32), best, counter.astype(jnp.int32))
 
 
 def _is_plateau(node: Any) -> bool:
@@ -232,6 +342,11 @@ def update_plateau(opt_state: Any, value: jnp.ndarray, config) -> Any:
     Unchanged if the optimizer has no plateau state (``schedule != "plateau"``).
     """
     peak = float(config.learning_rate)
+    if config.plateau_threshold_mode not in PLATEAU_THRESHOLD_MODES:
+        raise ConfigError(
+            f"plateau_threshold_mode={config.plateau_threshold_mode!r} is not known; use one "
+            f"of {list(PLATEAU_THRESHOLD_MODES)} (e.g. --config.plateau_threshold_mode=rel)."
+        )
     kwargs = dict(
         mode=plateau_mode(config.plateau_metric),
         factor=float(config.plateau_factor),
@@ -239,6 +354,8 @@ def update_plateau(opt_state: Any, value: jnp.ndarray, config) -> Any:
         threshold=float(config.plateau_threshold),
         min_scale=float(config.plateau_min_lr) / peak,
         eps_scale=1e-8 / peak,  # torch's eps, on the learning rate
+        threshold_mode=config.plateau_threshold_mode,
+        cooldown=int(config.plateau_cooldown),
     )
     return jax.tree.map(
         lambda n: reduce_on_plateau(n, value, **kwargs) if _is_plateau(n) else n,
@@ -260,21 +377,64 @@ def learning_rate_at(schedule: optax.Schedule, opt_state: Any, count: int) -> fl
 
 
 def rmsprop(
-    schedule: optax.Schedule, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0
+    schedule: optax.Schedule,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    momentum: float | jnp.ndarray | None = None,
 ) -> optax.GradientTransformation:
     """torch ``RMSprop(centered=False)``: ``v = alpha v + (1 - alpha) g^2`` from ``v = 0``,
     step ``g / (sqrt(v) + eps)`` (eps outside the square root, unlike optax's default),
-    then momentum ``buf = momentum buf + step`` and ``p -= lr * buf``."""
+    then, unless ``momentum`` is None, momentum ``buf = momentum buf + step``; ``p -= lr *
+    buf``."""
     parts = [optax.scale_by_rms(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False)]
-    if momentum:
+    if momentum is not None:
         parts.append(optax.trace(decay=momentum))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts)
 
 
-def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+def with_scheduled(factory, name: str, schedule: optax.Schedule, /, **kwargs):
+    """``factory(**kwargs)`` with its argument ``name`` set to ``schedule(count)`` at every
+    update: ``optax.inject_hyperparams`` with every other argument static, so only that
+    one changes (its current value is in the state's ``hyperparams[name]``)."""
+    static = [arg for arg in inspect.signature(factory).parameters if arg != name]
+    return optax.inject_hyperparams(factory, static_args=static)(**kwargs, **{name: schedule})
+
+
+def cycled_momentum(config, total_steps: int | None) -> optax.Schedule | None:
+    """The per-step momentum (SGD, RMSprop) or ``b1`` (Adam, AdamW) of
+    ``schedule="onecycle"`` with ``onecycle_cycle_momentum``; None if it does not cycle."""
+    if config.schedule != "onecycle" or not config.onecycle_cycle_momentum:
+        return None
+    if total_steps is None:
+        raise ValueError(
+            "create_optimizer needs total_steps for schedule='onecycle' with "
+            "onecycle_cycle_momentum: the momentum cycles over the run's steps."
+        )
+    for name in ("onecycle_base_momentum", "onecycle_max_momentum"):
+        if not 0 <= config[name] < 1:
+            raise ConfigError(
+                f"{name}={config[name]} must be in [0, 1) (e.g. --config.{name}=0.9)."
+            )
+    return onecycle_momentum_schedule(
+        total_steps,
+        config.onecycle_pct_start,
+        config.onecycle_base_momentum,
+        config.onecycle_max_momentum,
+    )
+
+
+def create_optimizer(
+    config, schedule: optax.Schedule, total_steps: int | None = None
+) -> optax.GradientTransformation:
     """The optimizer named by ``config.optimizer`` with clipping, weight decay and, for
-    ``schedule="plateau"``, the plateau scale."""
+    ``schedule="plateau"``, the plateau scale.
+
+    ``total_steps`` (the run's length) is needed only by ``schedule="onecycle"`` with
+    ``onecycle_cycle_momentum``, whose momentum (or Adam's ``b1``) then follows
+    :func:`onecycle_momentum_schedule` instead of the configured constant, as torch's
+    ``OneCycleLR(cycle_momentum=True)`` overwrites it.
+    """
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(
             f"optimizer={config.optimizer!r} is not known; use one of {list(OPTIMIZERS)} "
@@ -284,14 +444,24 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
         raise ConfigError(f"weight_decay={config.weight_decay} must be >= 0.")
     if config.grad_clip_norm < 0:
         raise ConfigError(f"grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).")
+    cycled = cycled_momentum(config, total_steps)
+
+    def build(factory, momentum_name: str, momentum, **kwargs):
+        """``factory`` with its momentum argument constant, or cycled (onecycle)."""
+        if cycled is None:
+            return factory(**kwargs, **{momentum_name: momentum})
+        return with_scheduled(factory, momentum_name, cycled, **kwargs)
+
     parts = []
     if config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.optimizer == "adamw":
         parts.append(
-            optax.adamw(
-                schedule,
-                b1=config.adam_b1,
+            build(
+                optax.adamw,
+                "b1",
+                config.adam_b1,
+                learning_rate=schedule,
                 b2=config.adam_b2,
                 eps=config.adam_eps,
                 weight_decay=config.weight_decay,
@@ -302,20 +472,35 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
             parts.append(optax.add_decayed_weights(config.weight_decay))
         if config.optimizer == "sgd":
             parts.append(
-                optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+                build(
+                    optax.sgd,
+                    "momentum",
+                    config.momentum or None,
+                    learning_rate=schedule,
+                    nesterov=config.nesterov,
+                )
             )
         elif config.optimizer == "rmsprop":
             parts.append(
-                rmsprop(
-                    schedule,
+                build(
+                    rmsprop,
+                    "momentum",
+                    config.rmsprop_momentum or None,
+                    schedule=schedule,
                     alpha=config.rmsprop_alpha,
                     eps=config.rmsprop_eps,
-                    momentum=config.rmsprop_momentum,
                 )
             )
         else:
             parts.append(
-                optax.adam(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps)
+                build(
+                    optax.adam,
+                    "b1",
+                    config.adam_b1,
+                    learning_rate=schedule,
+                    b2=config.adam_b2,
+                    eps=config.adam_eps,
+                )
             )
     if config.schedule == "plateau":
         parts.append(scale_by_plateau(plateau_mode(config.plateau_metric)))
@@ -324,16 +509,22 @@ def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransfor
 
 __all__ = [
     "OPTIMIZERS",
+    "PLATEAU_THRESHOLD_MODES",
     "SCHEDULES",
+    "SCHEDULE_STEPS",
     "PlateauState",
     "create_optimizer",
+    "cycled_momentum",
     "learning_rate_at",
     "learning_rate_schedule",
+    "onecycle_momentum_schedule",
     "onecycle_schedule",
     "plateau_state",
     "reduce_on_plateau",
     "rmsprop",
     "scale_by_plateau",
     "step_decay_schedule",
+    "stepped_per_epoch",
     "update_plateau",
+    "with_scheduled",
 ]

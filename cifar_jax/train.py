@@ -491,7 +491,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Model, optimizer, state.
     model = models.build_model(config, dataset.num_classes)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule)
+    tx = optim.create_optimizer(config, schedule, total_steps)
     state = create_train_state(model, tx, config.seed, replicated)
     trainable_params = models.count_trainable_params(state.params)
     _console(

@@ -16,6 +16,7 @@ import pytest
 
 from cifar_jax import config_base
 from cifar_jax.data import ArraySplit, augment, pipeline
+from cifar_jax.errors import ConfigError
 
 EVERYTHING = pipeline.AugmentConfig(
     crop_padding=4,
@@ -24,6 +25,7 @@ EVERYTHING = pipeline.AugmentConfig(
     brightness=0.2,
     contrast=0.2,
     saturation=0.2,
+    hue=0.1,
     rotation=15.0,
     erasing_prob=0.5,
     erasing_scale=(0.02, 0.2),
@@ -158,6 +160,145 @@ def test_color_jitter_matches_torchvision_on_real_images(cifar_images):
     u, order = rng.random((64, 3)), rng.random((64, 3))
     got = augment.color_jitter(cifar_images, u, order, 0.2, 0.3, 0.4)
     assert _sha(got) == "febdccf8afda4173519e913f02da6c157db4c3ebffc77d276d20a2c2e92b97e6"
+
+
+def _torchvision_adjust_hue(images, factors):
+    """torchvision 0.2x ``F.adjust_hue`` on uint8 CHW tensors (``_functional_tensor``'s
+    ``convert_image_dtype``, ``_rgb2hsv``, ``_hsv2rgb``), written out in torch, one image
+    and its Python-float factor at a time as ColorJitter calls it."""
+    import torch
+
+    def rgb2hsv(img):
+        r, g, b = img.unbind(dim=-3)
+        maxc, minc = torch.max(img, dim=-3).values, torch.min(img, dim=-3).values
+        eqc = maxc == minc
+        cr = maxc - minc
+        ones = torch.ones_like(maxc)
+        s = cr / torch.where(eqc, ones, maxc)
+        cr_divisor = torch.where(eqc, ones, cr)
+        rc, gc, bc = (maxc - r) / cr_divisor, (maxc - g) / cr_divisor, (maxc - b) / cr_divisor
+        hr = (maxc == r) * (bc - gc)
+        hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+        hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+        h = torch.fmod(((hr + hg + hb) / 6.0 + 1.0), 1.0)
+        return torch.stack((h, s, maxc), dim=-3)
+
+    def hsv2rgb(img):
+        h, s, v = img.unbind(dim=-3)
+        i = torch.floor(h * 6.0)
+        f = (h * 6.0) - i
+        i = i.to(dtype=torch.int32)
+        p = torch.clamp((v * (1.0 - s)), 0.0, 1.0)
+        q = torch.clamp((v * (1.0 - s * f)), 0.0, 1.0)
+        t = torch.clamp((v * (1.0 - s * (1.0 - f))), 0.0, 1.0)
+        i = i % 6
+        mask = i.unsqueeze(dim=-3) == torch.arange(6).view(-1, 1, 1)
+        a1 = torch.stack((v, q, p, p, t, v), dim=-3)
+        a2 = torch.stack((t, v, v, q, p, p), dim=-3)
+        a3 = torch.stack((p, p, t, v, v, q), dim=-3)
+        a4 = torch.stack((a1, a2, a3), dim=-4)
+        return torch.einsum("...ijk, ...xijk -> ...xjk", mask.to(dtype=img.dtype), a4)
+
+    out = []
+    for image, factor in zip(images, factors, strict=True):
+        img = torch.from_numpy(image.transpose(2, 0, 1).copy()).to(torch.float32) / 255.0
+        hsv = rgb2hsv(img)
+        h, s, v = hsv.unbind(dim=-3)
+        h = (h + float(factor)) % 1.0
+        rgb = hsv2rgb(torch.stack((h, s, v), dim=-3))
+        out.append(rgb.mul(255.0 + 1.0 - 1e-3).to(torch.uint8).numpy().transpose(1, 2, 0))
+    return np.stack(out)
+
+
+def _hue_test_images():
+    """Random images plus grays, primaries and 1-level steps (hue's special cases)."""
+    images = _images(24, seed=7)
+    images[0] = 128  # gray: max == min
+    images[1, ..., :] = (255, 0, 0)
+    images[2, ..., :] = (0, 255, 0)
+    images[3, :, :16] = (255, 255, 0)
+    images[3, :, 16:] = (1, 0, 0)
+    images[4] = np.arange(32 * 32 * 3).reshape(32, 32, 3) % 256  # near-gray steps
+    return images
+
+
+def test_hue_shift_by_hand():
+    red = np.zeros((1, 2, 2, 3), np.uint8)
+    red[..., 0] = 255
+    # Hue is a turn: +1/3 takes red to green, -1/3 (= +2/3) to blue, 1/2 to cyan.
+    np.testing.assert_array_equal(augment.adjust_hue(red, 1 / 3)[0, 0, 0], [0, 255, 0])
+    np.testing.assert_array_equal(augment.adjust_hue(red, -1 / 3)[0, 0, 0], [0, 0, 255])
+    np.testing.assert_array_equal(augment.adjust_hue(red, 0.5)[0, 0, 0], [0, 255, 255])
+    np.testing.assert_array_equal(augment.adjust_hue(red, -0.5)[0, 0, 0], [0, 255, 255])
+    gray = np.full((1, 2, 2, 3), 77, np.uint8)  # no hue: unchanged by any shift
+    np.testing.assert_array_equal(augment.adjust_hue(gray, 0.3), gray)
+    # Against the standard library's HSV (float64): within one level of the float32
+    # arithmetic and torchvision's x * 255.999 truncation.
+    import colorsys
+
+    images, factors = _hue_test_images(), np.linspace(-0.5, 0.5, 24)
+    got = augment.adjust_hue(images, factors).astype(int)
+    for k in (0, 3, 4, 5, 17):
+        for i, j in ((0, 0), (5, 20), (31, 31)):
+            h, s, v = colorsys.rgb_to_hsv(*(images[k, i, j] / 255.0))
+            rgb = np.array(colorsys.hsv_to_rgb((h + factors[k]) % 1.0, s, v)) * 255.999
+            assert np.all(np.abs(got[k, i, j] - rgb.astype(int)) <= 1), (k, i, j)
+
+
+def test_hue_matches_torchvision_in_torch():
+    pytest.importorskip("torch")
+    images = _hue_test_images()
+    factors = np.random.default_rng(3).uniform(-0.5, 0.5, len(images)).astype(np.float32)
+    factors[:3] = (0.5, -0.5, 0.0)
+    want = _torchvision_adjust_hue(images, factors)
+    np.testing.assert_array_equal(augment.adjust_hue(images, factors), want)
+
+
+def test_color_jitter_hue_is_a_fourth_op_in_the_random_order():
+    images = _images()
+    rng = np.random.default_rng(4)
+    u4, order4 = rng.random((16, 4)), rng.random((16, 4))
+    # Hue 0 with four columns: exactly the three-op jitter (hue off, same order).
+    np.testing.assert_array_equal(
+        augment.color_jitter(images, u4, order4, 0.4, 0.4, 0.4, 0.0),
+        augment.color_jitter(images, u4[:, :3], order4[:, :3], 0.4, 0.4, 0.4),
+    )
+    # Hue alone: hue_factor = -h + u * 2h, per image.
+    got = augment.color_jitter(images, u4, order4, 0.0, 0.0, 0.0, 0.2)
+    np.testing.assert_array_equal(got, augment.adjust_hue(images, -0.2 + u4[:, 3] * 0.4))
+    # With brightness: the op with the smaller order key runs first.
+    got = augment.color_jitter(images, u4, order4, 0.5, 0.0, 0.0, 0.2)
+    for k in range(16):
+        b, h = 0.5 + u4[k, 0], -0.2 + u4[k, 3] * 0.4
+        one = images[k : k + 1]
+        if order4[k, 0] < order4[k, 3]:
+            want = augment.adjust_hue(augment.adjust_brightness(one, b), h)
+        else:
+            want = augment.adjust_brightness(augment.adjust_hue(one, h), b)
+        np.testing.assert_array_equal(got[k : k + 1], want)
+    with pytest.raises(ValueError, match="hue"):
+        augment.color_jitter(images, u4[:, :3], order4[:, :3], 0.0, 0.0, 0.0, 0.2)
+
+
+def test_color_jitter_with_hue_from_the_config():
+    config = config_base.base_config()
+    config.color_jitter_hue = 0.1
+    aug = pipeline.AugmentConfig.from_config(config)
+    assert aug.hue == 0.1
+    images = _images(32)
+    u = augment.sample_params(np.random.default_rng(0), 32, aug)
+    out = augment.apply_augmentations(images, u, aug)
+    # Only the draws hue was given (drawn last) differ from the plain crop + flip batch.
+    plain = pipeline.AugmentConfig.from_config(config_base.base_config())
+    base = augment.apply_augmentations(images, u, plain)
+    factors = -0.1 + u["jitter_hue"][:, 0] * 0.2
+    np.testing.assert_array_equal(out, augment.adjust_hue(base, factors))
+    # Regression lock (verified equal to the torch reference of the test above).
+    assert _sha(out) == "de0ada57dd13bc0377acce433c8ff0b63a918bb252110ece6552b76ba1203cd2"
+    for bad in (-0.1, 0.6):
+        config.color_jitter_hue = bad
+        with pytest.raises(ConfigError, match="color_jitter_hue"):
+            config_base.validate_config(config)
 
 
 # ----------------------------------------------------------------- AutoAugment

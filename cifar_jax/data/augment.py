@@ -211,6 +211,46 @@ def adjust_contrast(images: np.ndarray, factor) -> np.ndarray:
     return _blend(images, mean, factor)
 
 
+def _rgb_to_hsv(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torchvision's ``_rgb2hsv`` on float32 (..., 3) RGB in [0, 1]: hue in [0, 1)."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    maxc, minc = x.max(axis=-1), x.min(axis=-1)
+    eqc = maxc == minc  # gray: hue and saturation 0 (no division by zero)
+    cr = maxc - minc
+    ones = np.ones_like(maxc)
+    s = cr / np.where(eqc, ones, maxc)
+    cr_divisor = np.where(eqc, ones, cr)
+    rc, gc, bc = ((maxc - c) / cr_divisor for c in (r, g, b))
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = np.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return h, s, maxc
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """torchvision's ``_hsv2rgb``, float32: (...) planes to (..., 3) RGB."""
+    i = np.floor(h * 6.0)
+    f = (h * 6.0) - i
+    i = i.astype(np.int32) % 6
+    p = np.clip(v * (1.0 - s), 0.0, 1.0)
+    q = np.clip(v * (1.0 - s * f), 0.0, 1.0)
+    t = np.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
+    sector = [i == k for k in range(6)]
+    channels = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))
+    return np.stack([np.select(sector, c) for c in channels], axis=-1)
+
+
+def adjust_hue(images: np.ndarray, factor) -> np.ndarray:
+    """torchvision ``F.adjust_hue`` on uint8 tensors: to float32 ``x / 255``, RGB to HSV,
+    hue ``(h + factor) mod 1``, back to RGB, then ``x * 255.999`` truncated to uint8
+    (torchvision's ``convert_image_dtype``). ``factor`` in [-0.5, 0.5] per image."""
+    factor = _per_image(factor).astype(np.float32)[..., 0]  # (N, 1, 1)
+    h, s, v = _rgb_to_hsv(images.astype(np.float32) / np.float32(255.0))
+    rgb = _hsv_to_rgb(np.mod(h + factor, np.float32(1.0)), s, v)
+    return (rgb * np.float32(255.999)).astype(np.uint8)
+
+
 def adjust_sharpness(images: np.ndarray, factor) -> np.ndarray:
     """Blend with the 3x3 ``[[1,1,1],[1,5,1],[1,1,1]] / 13`` blur (border pixels kept)."""
     x = images.astype(np.float32)
@@ -392,20 +432,27 @@ def color_jitter(
     brightness: float,
     contrast: float,
     saturation: float,
+    hue: float = 0.0,
 ) -> np.ndarray:
-    """torchvision ``ColorJitter(brightness, contrast, saturation)``: per image, factors
-    uniform in ``[max(0, 1 - s), 1 + s]``, applied in a random order (``order_u`` (N, 3)
-    sorts the three ops); ``factor_u`` (N, 3) are the uniform draws of the factors.
-    A strength of 0 turns its op off."""
-    strengths = (brightness, contrast, saturation)
-    ops = (adjust_brightness, adjust_contrast, adjust_saturation)
-    lo = np.array([max(0.0, 1.0 - s) for s in strengths])
-    hi = np.array([1.0 + s for s in strengths])
+    """torchvision ``ColorJitter(brightness, contrast, saturation, hue)``: per image,
+    factors uniform in ``[max(0, 1 - s), 1 + s]`` and a hue factor uniform in ``[-hue,
+    hue]``, the ops applied in a random order. ``factor_u`` and ``order_u`` are (N, 3)
+    uniform draws (N, 4 with hue): column k is op k's factor and its sort key in the
+    order (brightness, contrast, saturation, hue). A strength of 0 turns its op off; the
+    other ops keep their relative order, so hue 0 with 4 columns equals 3 columns."""
+    strengths = (brightness, contrast, saturation, hue)
+    ops = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+    num_ops = factor_u.shape[1]
+    if hue > 0 and num_ops < 4:
+        raise ValueError("color_jitter with hue needs (N, 4) factor_u and order_u draws")
+    lo = np.array([max(0.0, 1.0 - s) for s in strengths[:3]] + [-hue])[:num_ops]
+    hi = np.array([1.0 + s for s in strengths[:3]] + [hue])[:num_ops]
     factors = lo + factor_u * (hi - lo)
     order = np.argsort(order_u, axis=1, kind="stable")
+    active = list(zip(strengths, ops, strict=True))[:num_ops]
     out = images.copy()
-    for position in range(3):
-        for op_id, (strength, op) in enumerate(zip(strengths, ops, strict=True)):
+    for position in range(num_ops):
+        for op_id, (strength, op) in enumerate(active):
             if strength <= 0:
                 continue
             idx = np.flatnonzero(order[:, position] == op_id)
@@ -493,6 +540,8 @@ def sample_params(rng: np.random.Generator, n: int, aug: AugmentConfig) -> dict[
     u["erase_ratio"] = rng.random((n, _ERASING_TRIES))
     u["erase_pos"] = rng.random((n, 2))
     u["cutout"] = rng.random((n, 2))
+    # Drawn last so that adding hue changed no earlier draw: its factor and order key.
+    u["jitter_hue"] = rng.random((n, 2))
     span = 2 * aug.crop_padding + 1
     u["crop_offsets"] = np.minimum((u["crop"] * span).astype(np.int64), span - 1)
     return u
@@ -510,14 +559,15 @@ def apply_augmentations(
         images = random_flip(images, u["flip"] < 0.5)
     if aug.autoaugment == "cifar10":
         images = autoaugment(images, u["aa_policy"], u["aa_prob"], u["aa_sign"])
-    if aug.brightness or aug.contrast or aug.saturation:
+    if aug.brightness or aug.contrast or aug.saturation or aug.hue:
         images = color_jitter(
             images,
-            u["jitter_factor"],
-            u["jitter_order"],
+            np.concatenate([u["jitter_factor"], u["jitter_hue"][:, :1]], axis=1),
+            np.concatenate([u["jitter_order"], u["jitter_hue"][:, 1:]], axis=1),
             aug.brightness,
             aug.contrast,
             aug.saturation,
+            aug.hue,
         )
     if aug.rotation:
         angles = -aug.rotation + u["rotation"] * (2 * aug.rotation)
@@ -624,6 +674,7 @@ __all__ = [
     "MixConfig",
     "adjust_brightness",
     "adjust_contrast",
+    "adjust_hue",
     "adjust_saturation",
     "adjust_sharpness",
     "affine_nearest",

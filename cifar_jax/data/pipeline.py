@@ -52,6 +52,8 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
+    # ColorJitter hue: hue_factor uniform in [-hue, hue] (0 = off).
+    hue: float = 0.0
     # RandomRotation: angle uniform in [-rotation, rotation] degrees (0 = off).
     rotation: float = 0.0
     # RandomErasing: probability (0 = off), area fraction range, aspect ratio range.
@@ -93,6 +95,7 @@ class AugmentConfig:
             brightness=float(config.color_jitter_brightness),
             contrast=float(config.color_jitter_contrast),
             saturation=float(config.color_jitter_saturation),
+            hue=float(config.color_jitter_hue),
             rotation=float(config.random_rotation),
             erasing_prob=float(config.random_erasing_prob),
             erasing_scale=tuple(float(v) for v in config.random_erasing_scale),
