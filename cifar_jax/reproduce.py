@@ -579,23 +579,31 @@ def main(argv: list[str]) -> None:
         for run in runs:
             config_base.validate_config(run.config)
         cli.prepare_process(runs[0].config)
-        estimates_path = os.path.join(workdir, "estimates.json")
-        estimates: dict[str, dict[str, Any]] = {}
-        if os.path.exists(estimates_path):
-            with open(estimates_path, encoding="utf-8") as f:
-                estimates = json.load(f)
-        if _ESTIMATE.value:
-            estimates.update(estimate(runs, _ESTIMATE_STEPS.value, workdir))
-            workdir_lib.write_json_atomic(estimates_path, estimates)
-        elif not _SUMMARIZE.value:
-            started = time.time()
-            run_all(runs, {k: v["estimated_seconds"] for k, v in estimates.items()
-                           if v.get("estimated_seconds")})  # fmt: skip
-            print(f"Trained for {_hms(time.time() - started)}.", flush=True)
-        summary = summarize(runs, _BUDGET.value, _DATA_FRACTION.value, estimates,
-                            _SEEDS.value, _WORKDIR.value)  # fmt: skip
-        write(summary, workdir)
-        print(to_markdown(summary), flush=True)
+        from cifar_jax import train
+
+        with train.hold_workdir(workdir, what="reproduce"):  # one reproduce per workdir
+            _run_and_summarize(runs, workdir)
+
+
+def _run_and_summarize(runs: list[Run], workdir: str) -> None:
+    """Trains (or times) the plan, then writes the tables."""
+    estimates_path = os.path.join(workdir, "estimates.json")
+    estimates: dict[str, dict[str, Any]] = {}
+    if os.path.exists(estimates_path):
+        with open(estimates_path, encoding="utf-8") as f:
+            estimates = json.load(f)
+    if _ESTIMATE.value:
+        estimates.update(estimate(runs, _ESTIMATE_STEPS.value, workdir))
+        workdir_lib.write_json_atomic(estimates_path, estimates)
+    elif not _SUMMARIZE.value:
+        started = time.time()
+        run_all(runs, {k: v["estimated_seconds"] for k, v in estimates.items()
+                       if v.get("estimated_seconds")})  # fmt: skip
+        print(f"Trained for {_hms(time.time() - started)}.", flush=True)
+    summary = summarize(runs, _BUDGET.value, _DATA_FRACTION.value, estimates,
+                        _SEEDS.value, _WORKDIR.value)  # fmt: skip
+    write(summary, workdir)
+    print(to_markdown(summary), flush=True)
 
 
 def run() -> None:

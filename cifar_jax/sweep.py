@@ -30,7 +30,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from cifar_jax import cli, config_base, preemption
+from cifar_jax import cli, config_base, preemption, runtime
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.errors import CifarJaxError, ConfigError
 
@@ -208,9 +208,16 @@ def to_markdown(summary: dict) -> str:
             "compare variants with each other, not with the reports.",
             "",
         ]
+    machine = summary.get("machine")
+    made_on = (
+        f" Made on {machine['cpu']}, {machine['devices']}, jax {machine['jax']}, "
+        f"commit {machine['commit']}."
+        if machine
+        else ""
+    )
     lines += [
         f"Base config `{summary['base_config']}`, seeds {summary['seeds']}; "
-        "mean ± sample std over seeds.",
+        f"mean ± sample std over seeds.{made_on}",
         "",
         "| variant | test accuracy (%) | test loss | params | epochs | train time (s) | runs |",
         "|---|---|---|---|---|---|---|",
@@ -273,16 +280,20 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str) -> dict:
         for variant in sweep.variants
         for seed in sweep.seeds
     ]
+    from cifar_jax import train  # after the XLA flags are set
+
     outcomes: dict[str, list[dict]] = {v: [] for v in sweep.variants}
-    for i, (variant, seed, config) in enumerate(plan, 1):
-        directory = run_dir(workdir, variant, seed)
-        print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
-        outcomes[variant].append(run_one(config, directory))
-    summary = summarize(sweep, outcomes)
-    workdir_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-    with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(to_markdown(summary))
-    plot(summary, os.path.join(workdir, "summary.png"))
+    with train.hold_workdir(workdir, what="sweep"):  # one sweep per workdir
+        for i, (variant, seed, config) in enumerate(plan, 1):
+            directory = run_dir(workdir, variant, seed)
+            print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
+            outcomes[variant].append(run_one(config, directory))
+        summary = summarize(sweep, outcomes)
+        summary["machine"] = runtime.machine_info()  # which CPU/GPU, jax and commit made it
+        workdir_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+        with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
+            f.write(to_markdown(summary))
+        plot(summary, os.path.join(workdir, "summary.png"))
     print(to_markdown(summary), flush=True)
     return summary
 

@@ -8,13 +8,14 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax
@@ -25,6 +26,7 @@ import numpy as np
 import optax
 from absl import logging
 from flax import linen as nn
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -455,9 +457,46 @@ def resume(
 # --------------------------------------------------------------------------- the run
 
 
+@contextlib.contextmanager
+def hold_workdir(workdir: str, what: str = "run") -> Iterator[None]:
+    """One writer per workdir (:class:`workdir_lib.WorkdirLock`): process 0 takes the lock,
+    and in a multi-process run every process learns whether it got it, so all stop
+    together (not at their next collective) when the workdir is in use."""
+    lock = workdir_lib.WorkdirLock(workdir, what=what)
+    error = None
+    if jax.process_index() == 0:
+        try:
+            lock.acquire()
+        except workdir_lib.WorkdirInUseError as e:
+            error = e
+    if jax.process_count() > 1:
+        got = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not got and error is None:
+            error = workdir_lib.WorkdirInUseError(
+                f"process 0 found the workdir {workdir} in use by another run; its message "
+                "names the process."
+            )
+    if error is not None:
+        raise error
+    if lock.warning:
+        _console(lock.warning)
+    try:
+        yield
+    finally:
+        if jax.process_index() == 0:
+            lock.release()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results."""
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results.
+
+    The workdir is held for the whole run: a second run started on it stops at once."""
     workdir = workdir_lib.prepare(workdir)
+    with hold_workdir(workdir):
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     mesh = create_mesh()
     replicated = NamedSharding(mesh, P())

@@ -110,13 +110,16 @@ def finished(tmp_path, straight_dir) -> Path:
     return tmp_path / "run"
 
 
-def test_sigterm_saves_and_the_rerun_resumes_exactly(tmp_path, straight):
-    proc = start_and_stop(tmp_path, signal.SIGTERM)
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_and_the_rerun_resumes_exactly(tmp_path, straight, how):
+    """Preemption (SIGTERM, exit 143) and Ctrl-C (SIGINT, exit 130) through the real CLI."""
+    proc = start_and_stop(tmp_path, how)
     stderr = proc.stderr.read()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert "stopped by SIGTERM" in stderr and "Rerun the same command" in stderr
+    assert proc.returncode == 128 + how, stderr[-2000:]
+    assert f"stopped by {how.name}" in stderr and "Rerun the same command" in stderr
     assert "Traceback" not in stderr
     assert not (tmp_path / "results.json").exists()
+    assert not (tmp_path / ".cifar_jax.lock").exists(), "the stopped run kept its lock"
     stopped_at = committed(tmp_path)[-1]
     out = run_main(tmp_path)
     assert f"Resumed from checkpoint at step {stopped_at}" in out.stdout
@@ -222,3 +225,38 @@ def test_nan_loss_can_be_skipped(tmp_path):
     out = train.train_and_evaluate(_nan_config(nonfinite_loss="skip"), str(tmp_path))
     assert out["skipped_nonfinite_steps"] >= 4
     assert out["steps"] == 6
+
+
+def test_second_run_on_a_live_workdir_stops_at_once_and_a_killed_ones_lock_is_taken_over(
+    tmp_path,
+):
+    """Two writers in one workdir would rotate each other's checkpoints: the second run
+    stops naming the first; after the first dies (kill -9) its lock is taken over."""
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    longer = ("--config.num_epochs=60", "--config.checkpoint_every_steps=100")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "cifar_jax.main", *ARGS, *longer, f"--workdir={tmp_path}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not committed(tmp_path) and first.poll() is None:
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    started = time.time()
+    second = run_main(tmp_path, *longer, check=False)
+    if first.poll() is not None:
+        pytest.skip("the first run finished before the second started")
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert f"in use by run pid {first.pid} on host" in second.stderr
+    assert "another --workdir" in second.stderr and "Traceback" not in second.stderr
+    assert "Resumed" not in second.stdout and time.time() - started < 120
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert (tmp_path / ".cifar_jax.lock").exists()  # kill -9 leaves the lock behind
+    third = run_main(tmp_path, *longer)
+    assert "took over the lock" in third.stdout
+    assert f"process {first.pid} on this host is no longer running" in third.stdout
+    assert "Resumed from checkpoint" in third.stdout
+    assert results(tmp_path)["steps"] == 60 * 16
+    assert not (tmp_path / ".cifar_jax.lock").exists()

@@ -74,6 +74,9 @@ def test_summary_has_every_variant_with_mean_and_std(tiny):
         assert row["trainable_params"] == 62006
     table = (workdir / "summary.md").read_text()
     assert "| relu |" in table and "| gelu |" in table and "±" in table
+    # Stamped with what made it, so a committed table can be traced and rerun.
+    assert data["machine"]["commit"] and data["machine"]["cpu"]
+    assert f"commit {data['machine']['commit']}" in table
     assert (workdir / "summary.png").stat().st_size > 10_000
     for variant in ("relu", "gelu"):
         for seed in (0, 1):
