@@ -323,16 +323,22 @@ def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, A
     from cifar_jax import train
 
     out: dict[str, dict[str, Any]] = {}
+    timed: dict[tuple, dict[str, Any]] = {}  # one timing per net and batch size
     for run in runs:
         if run.result.id in out or finished(run) is not None:
             continue
         config = ml_collections.ConfigDict(run.config.to_dict())
         full_steps = recipe_steps(config)
-        config.num_train_steps = min(steps, full_steps)
-        config.log_every_steps = config.num_train_steps
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps", flush=True)
-            results = train.train_and_evaluate(config, tmp)
+        key = tuple(_norm(config[k]) for k in _THROUGHPUT_KEYS)
+        key = tuple(tuple(k) if isinstance(k, list) else k for k in key)
+        if key not in timed:
+            config.num_train_steps = min(steps, full_steps)
+            config.log_every_steps = config.num_train_steps
+            with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+                print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps",
+                      flush=True)  # fmt: skip
+                timed[key] = train.train_and_evaluate(config, tmp)
+        results = timed[key]
         per_second = results["train_images_per_second"]
         out[run.result.id] = {
             "images_per_second": per_second,
@@ -340,12 +346,19 @@ def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, A
             "estimated_seconds": full_steps * config.batch_size / per_second
             if per_second
             else None,
-            "timed_steps": config.num_train_steps,
+            "timed_steps": results["steps"],
             "cpu": results.get("cpu"),
             "device_kind": results.get("device_kind"),
             "commit": results.get("commit"),
         }
     return out
+
+
+# What a train step's speed depends on; results that share these share one timing.
+_THROUGHPUT_KEYS = (
+    "model", "batch_size", "activation", "widths", "stage_blocks", "stage_strides",
+    "stem_width", "head_widths", "batch_norm", "autoaugment", "mixup_alpha", "cutmix_alpha",
+)  # fmt: skip
 
 
 def recipe_steps(config: ml_collections.ConfigDict) -> int:

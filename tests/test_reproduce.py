@@ -118,14 +118,21 @@ def test_full_budget_rows_are_compared_with_the_report(tmp_path):
     assert rows["003_baseline"]["seeds"] == [42]  # report 003's recipes seed from 42
 
 
-def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root):
-    runs = reproduce.plan(reproduce.select("000_basenet_residual"), 1, str(tmp_path),
+def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root, capsys):
+    ids = "000_basenet_residual,001_loss_focal,001_loss_cross_entropy_smooth"
+    runs = reproduce.plan(reproduce.select(ids), 1, str(tmp_path),
                           data_dir=str(real_data_root / "cifar10"))  # fmt: skip
-    est = reproduce.estimate(runs, 3, str(tmp_path))["000_basenet_residual"]
+    estimates = reproduce.estimate(runs, 3, str(tmp_path))
+    # The two loss rows train the same net at the same batch size: timed once.
+    assert capsys.readouterr().out.count("estimate: ") == 2
+    focal, smooth = estimates["001_loss_focal"], estimates["001_loss_cross_entropy_smooth"]
+    assert focal["images_per_second"] == smooth["images_per_second"]
+    assert focal["full_recipe_steps"] == 25 * (50_000 // 128)
+    est = estimates["000_basenet_residual"]
     assert est["full_recipe_steps"] == 100 * (40_000 // 1024)
     assert est["images_per_second"] > 0
     assert est["estimated_seconds"] == pytest.approx(3900 * 1024 / est["images_per_second"])
-    row = reproduce.summarize(runs, 1.0, 1.0, {"000_basenet_residual": est}, 1, str(tmp_path))
+    row = reproduce.summarize(runs, 1.0, 1.0, estimates, 1, str(tmp_path))
     assert "not yet run here; est." in reproduce.to_markdown(row)
     assert not list(tmp_path.glob("tmp*")), "the timing run's folder was left behind"
 
