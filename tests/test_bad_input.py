@@ -3,14 +3,17 @@
 Each case runs the real command line in a subprocess, as a user would. All cases are
 started together by a module fixture (they are mostly start-up time) and then checked one
 by one: non-zero exit, an ``error:`` paragraph naming the problem, no Python traceback,
-and no good checkpoint or result file changed.
+and no good checkpoint or result file changed (each case's workdir holds a good run
+first, compared byte for byte after).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -47,6 +50,7 @@ class Case:
     prepare: str = ""  # name of a set-up function below
     ulimit_kb: int = 0  # simulate a full disk with `ulimit -f`
     exit_code: int | None = None  # None = any non-zero
+    good_args: tuple[str, ...] = ()  # how the good run seeded into its workdir differs
 
 
 def _binary_dir(root: Path) -> Path:
@@ -147,8 +151,9 @@ CASES = [
     Case("archive_missing_members", [], ["cifar-10-python.tar.gz", "data_batch_1"],
          prepare="prepare_wrong_archive_member"),
     # ---- training
+    # Resumes the good SGD run at step 2: the NaN at step 4 must not touch its checkpoint.
     Case("nan_loss", ["--config.optimizer=sgd", "--config.learning_rate=1e30"],
-         ["loss is nan", "step 2", "learning_rate"]),
+         ["loss is nan", "step 4", "learning_rate"], good_args=("--config.optimizer=sgd",)),
     # ---- workdir (checkpoint cases with a finished run are in test_reliability.py)
     Case("workdir_is_a_file", [], ["workdir", "not a folder"], prepare="prepare_file_as_workdir"),
 ]
@@ -172,14 +177,55 @@ def _command(case: Case, root: Path) -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
-    """Runs every case at once (2 cores: mostly start-up time) and keeps the results."""
-    base = tmp_path_factory.mktemp("bad_input")
+def good_files_digest(workdir: Path) -> str:
+    """sha256 over the path and bytes of every checkpoint file and results.json."""
+    digest = hashlib.sha256()
+    files = [workdir / "results.json"] + sorted(
+        p for sub in ("checkpoints", "best") for p in (workdir / sub).rglob("*") if p.is_file()
+    )
+    for path in files:
+        digest.update(str(path.relative_to(workdir)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
-    def run(case: Case) -> subprocess.CompletedProcess:
+
+@dataclass
+class Outcome:
+    out: subprocess.CompletedProcess
+    workdir: Path | None = None  # the case's workdir, seeded with a good run
+    before: str = ""  # good_files_digest of it before the case ran
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Runs every case at once (2 cores: mostly start-up time) and keeps the results.
+
+    Each case's workdir first receives a copy of a good run (2 steps, a checkpoint and
+    results.json), so every case also shows that a bad command leaves them as they were.
+    """
+    base = tmp_path_factory.mktemp("bad_input")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    goods: dict[tuple[str, ...], Path] = {}
+    for extra in sorted({c.good_args for c in CASES}):
+        goods[extra] = base / f"good_run{len(goods)}"
+        made = subprocess.run(
+            [sys.executable, "-m", "cifar_jax.main", f"--config={REPO / 'configs' / 'lenet.py'}",
+             *SMALL, "--config.num_train_steps=2", *extra, f"--workdir={goods[extra]}"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr[-3000:]
+
+    def run(case: Case) -> Outcome:
+        good = goods[case.good_args]
         args, env = _command(case, base / case.name)
-        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        workdir = base / case.name / "run"
+        seeded = case.workdir and case.name != "workdir_is_a_file"
+        if seeded:
+            shutil.copytree(good, workdir)
+        before = good_files_digest(workdir) if seeded else ""
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+        return Outcome(out, workdir if seeded else None, before)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         futures = {case.name: pool.submit(run, case) for case in CASES}
@@ -193,7 +239,7 @@ def error_paragraph(stderr: str) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_clear_paragraph(case: Case, outcomes):
-    out = outcomes[case.name]
+    out = outcomes[case.name].out
     assert out.returncode != 0, out.stdout[-2000:]
     if case.exit_code is not None:
         assert out.returncode == case.exit_code
@@ -202,6 +248,18 @@ def test_bad_input_is_one_clear_paragraph(case: Case, outcomes):
     assert "\n\n" not in message and len(message) < 1500, message
     for needle in case.expect:
         assert needle.lower() in message.lower(), (needle, message)
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.workdir and c.name != "workdir_is_a_file"],
+    ids=lambda c: c.name,
+)  # fmt: skip
+def test_bad_input_leaves_the_good_checkpoints_and_results_untouched(case: Case, outcomes):
+    outcome = outcomes[case.name]
+    assert outcome.out.returncode != 0
+    assert (outcome.workdir / "results.json").exists()
+    assert (outcome.workdir / "checkpoints" / "2").is_dir()
+    assert good_files_digest(outcome.workdir) == outcome.before
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
