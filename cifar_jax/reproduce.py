@@ -332,8 +332,17 @@ def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, A
         key = tuple(_norm(config[k]) for k in _THROUGHPUT_KEYS)
         key = tuple(tuple(k) if isinstance(k, list) else k for k in key)
         if key not in timed:
+            # Synthetic images of CIFAR's shape through the real pipeline and train step:
+            # the same step cost, without loading and testing on the real data each time.
             config.num_train_steps = min(steps, full_steps)
             config.log_every_steps = config.num_train_steps
+            config.data_source = "synthetic"
+            config.class_subset = config.max_train_examples = 0
+            config.synthetic_train_examples = (
+                config.val_examples + (config.num_train_steps + 1) * config.batch_size
+            )
+            config.synthetic_test_examples = config.eval_batch_size or config.batch_size
+            config.test_checkpoint, config.early_stopping_patience = "final", 0
             with tempfile.TemporaryDirectory(dir=workdir) as tmp:
                 print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps",
                       flush=True)  # fmt: skip

@@ -119,12 +119,14 @@ def test_full_budget_rows_are_compared_with_the_report(tmp_path):
 
 
 def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root, capsys):
-    ids = "000_basenet_residual,001_loss_focal,001_loss_cross_entropy_smooth"
+    # 002 tests its best-validation checkpoint: a short timing run must not trip on it.
+    ids = "000_basenet_residual,001_loss_focal,001_loss_cross_entropy_smooth,002_cnn_bn_dropout"
     runs = reproduce.plan(reproduce.select(ids), 1, str(tmp_path),
                           data_dir=str(real_data_root / "cifar10"))  # fmt: skip
     estimates = reproduce.estimate(runs, 3, str(tmp_path))
     # The two loss rows train the same net at the same batch size: timed once.
-    assert capsys.readouterr().out.count("estimate: ") == 2
+    assert capsys.readouterr().out.count("estimate: ") == 3
+    assert estimates["002_cnn_bn_dropout"]["full_recipe_steps"] == 20 * (45_000 // 64)
     focal, smooth = estimates["001_loss_focal"], estimates["001_loss_cross_entropy_smooth"]
     assert focal["images_per_second"] == smooth["images_per_second"]
     assert focal["full_recipe_steps"] == 25 * (50_000 // 128)
