@@ -1,5 +1,10 @@
 """Training augmentations: each op's definition, torchvision equivalence on real images,
-fixed-order randomness, process-independence, mixup / cutmix, and an unaugmented eval."""
+fixed-order randomness, process-independence, mixup / cutmix, and an unaugmented eval.
+
+The torchvision golden values (sha256 of whole augmented batches) come from
+``python scripts/torchvision_golden.py``, which recomputes each of them with torchvision
+from the same images and draws as the test and prints the assertion to paste here; it
+needs torch and torchvision, which the tests don't."""
 
 import hashlib
 import json
@@ -85,7 +90,7 @@ def test_rotation_by_0_is_identity_and_by_90_is_rot90():
 
 def test_rotation_matches_torchvision_on_real_images(cifar_images):
     # Reference: sha256 of torchvision 0.28 F.rotate(uint8 tensor, angle) (nearest, fill 0)
-    # of the same 64 images with these angles.
+    # of the same 64 images with these angles (scripts/torchvision_golden.py).
     angles = np.random.default_rng(0).uniform(-30, 30, 64)
     got = augment.rotate(cifar_images, angles)
     assert _sha(got) == "bac203cc1877ffe755067a29c4f4d7e4c8f856574dd3786080d5f6ff121c8b8c"
@@ -155,7 +160,7 @@ def test_color_jitter_with_zero_strength_is_identity():
 
 def test_color_jitter_matches_torchvision_on_real_images(cifar_images):
     # Reference: torchvision 0.28 ColorJitter(0.2, 0.3, 0.4) with get_params returning the
-    # same factors and op order, per image.
+    # same factors and op order, per image (scripts/torchvision_golden.py).
     rng = np.random.default_rng(2)
     u, order = rng.random((64, 3)), rng.random((64, 3))
     got = augment.color_jitter(cifar_images, u, order, 0.2, 0.3, 0.4)
@@ -293,7 +298,10 @@ def test_color_jitter_with_hue_from_the_config():
     base = augment.apply_augmentations(images, u, plain)
     factors = -0.1 + u["jitter_hue"][:, 0] * 0.2
     np.testing.assert_array_equal(out, augment.adjust_hue(base, factors))
-    # Regression lock (verified equal to the torch reference of the test above).
+    # Reference: torchvision 0.28 RandomCrop(32, padding=4), RandomHorizontalFlip and
+    # ColorJitter(hue=0.1) with these draws (scripts/torchvision_golden.py). First computed
+    # by this package and checked against the torch transcription above; torchvision's own
+    # transforms give the same.
     assert _sha(out) == "de0ada57dd13bc0377acce433c8ff0b63a918bb252110ece6552b76ba1203cd2"
     for bad in (-0.1, 0.6):
         config.color_jitter_hue = bad
@@ -327,7 +335,8 @@ def test_autoaugment_shape_dtype_and_determinism_per_seed():
 
 def test_autoaugment_matches_torchvision_on_real_images(cifar_images):
     # Reference: torchvision 0.28 AutoAugment(AutoAugmentPolicy.CIFAR10) on uint8 tensors,
-    # with get_params returning these sub-policies, probabilities and signs.
+    # with get_params returning these sub-policies, probabilities and signs
+    # (scripts/torchvision_golden.py).
     rng = np.random.default_rng(1)
     got = augment.autoaugment(
         cifar_images, rng.random(64), rng.random((64, 2)), rng.random((64, 2))

@@ -5,6 +5,7 @@ it is not installed those checks are skipped, not failed.
 """
 
 import importlib.util
+import re
 
 import jax
 import jax.numpy as jnp
@@ -168,13 +169,43 @@ def test_lever_off_switches_the_lever_and_restores_it():
         pass
 
 
-def test_lever_ab_runs_on_a_tiny_model():
-    """Both variants of LeNet (small_conv applies to its first conv at batch 128)."""
+def _program(compiled_text: str) -> str:
+    """A compiled HLO module without its source locations (``metadata={...}`` and the
+    FileNames / FunctionNames / FileLocations / StackFrames tables): two traces of the
+    same program from different lines compare equal."""
+    text = re.sub(r", metadata=\{[^}]*\}", "", compiled_text)
+    return "\n".join(line for line in text.splitlines() if not re.match(r"\d+ ", line))
+
+
+def test_lever_ab_runs_on_a_tiny_model(monkeypatch):
+    """Both variants of LeNet, and they are different programs: small_conv's tap sum
+    replaces its first conv (batch 128) with the lever on, XLA's conv with it off.
+
+    small_conv only acts where XLA's convs run: with oneDNN's (the default on one CPU
+    device) the lever is a no-op and both variants compile to the same program. So
+    oneDNN is off here (as ``CIFAR_JAX_ONEDNN=0`` or a machine without it), and the
+    compiled train steps of the two variants are compared: a lever that silently does
+    nothing (not patched at trace time, or never reached) fails this test."""
     from cifar_jax import bench_levers
 
-    r = bench_levers.ab_lever(
-        tiny_config(val_examples=0), "small_conv", 128, rounds=1, seconds=0.01, steps=1
-    )
+    compiled = []
+
+    class RecordingSide(bench.JaxSide):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            compiled.append(self.train_step.as_text())
+
+    monkeypatch.setattr(bench, "JaxSide", RecordingSide)
+    with bench_levers.lever_off("onednn"):
+        r = bench_levers.ab_lever(
+            tiny_config(val_examples=0), "small_conv", 128, rounds=1, seconds=0.01, steps=1
+        )
+    on, off = compiled
+    same = _program(on) == _program(off)
+    assert not same, "the small_conv lever left the compiled train step unchanged"
+    # The tap sum's lax.cond (small_conv: it makes XLA write the sum once) is the only
+    # conditional of LeNet's step: there with the lever on, gone with it off.
+    assert on.count(" conditional(") == 1 and off.count(" conditional(") == 0
     assert r["on_images_per_second"] > 0 and r["off_images_per_second"] > 0
     assert r["ratio"] == pytest.approx(r["on_images_per_second"] / r["off_images_per_second"])
 

@@ -30,17 +30,51 @@ def _loss_fn(module, variables, cotangent):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
 
 
-@pytest.mark.parametrize("shape", [(8, 6, 6, 5), (32, 7), (4, 3, 5, 16)])
-@pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("fast", [True, False])
-def test_batch_norm_equals_flax(shape, train, fast, monkeypatch):
-    if not fast:  # the autodiff form that GPU/TPU (and bf16) run
+# (shape, train, fast, momentum, epsilon). ``fast`` picks the training form: the
+# hand-written CPU gradient (True) or the autodiff form GPU/TPU and bf16 run (False). In
+# eval (use_running_average) there is no training form, so eval cases have fast=None: a
+# train x fast product gave 3 eval cases twice, identical programs (the old 6 of 12).
+CASES = [
+    ((8, 6, 6, 5), True, True, 0.8, 1e-5),  # NHWC activations
+    ((8, 6, 6, 5), True, False, 0.8, 1e-5),
+    ((32, 7), True, True, 0.9, 1e-5),  # 2-D (features of a dense layer), default momentum
+    ((32, 7), True, False, 0.9, 1e-5),
+    ((4, 3, 5, 16), True, True, 0.0, 1e-3),  # momentum 0: running stats = batch stats
+    ((4, 3, 5, 16), True, False, 0.0, 1e-3),
+    ((8, 6, 6, 5), False, None, 0.8, 1e-5),  # eval: running statistics, not the batch's
+    ((32, 7), False, None, 0.9, 1e-5),
+    ((4, 3, 5, 16), False, None, 0.0, 1e-3),  # epsilon reaches the eval form too
+]
+
+
+def _case_id(case):
+    shape, train, fast, momentum, epsilon = case
+    form = "eval" if not train else "train-fast" if fast else "train-autodiff"
+    return f"{form}-{'x'.join(map(str, shape))}-m{momentum}-eps{epsilon}"
+
+
+def test_cases_are_distinct():
+    """Every case a different program: no repeats, and ``fast`` only where it matters."""
+    assert len(set(CASES)) == len(CASES)
+    assert all((fast is None) == (not train) for _, train, fast, _, _ in CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_batch_norm_equals_flax(case, monkeypatch):
+    """layers.BatchNorm equals flax's nn.BatchNorm in variables, loss, running statistics
+    and gradients. Catches a wrong hand-written gradient (train-fast), a wrong running
+    average update (the momentum cases, 0 included), an epsilon not passed on, and an
+    eval form that uses or updates batch statistics."""
+    shape, train, fast, momentum, epsilon = case
+    if fast and not on_cpu:
+        pytest.skip("the hand-written gradient is CPU-only")
+    if fast is False:  # the autodiff form that GPU/TPU (and bf16) run
         monkeypatch.setattr(fast_ops, "use_fast_batch_norm", lambda x: False)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.float32)
     cotangent = jnp.asarray(rng.standard_normal(shape), jnp.float32)
-    ref = nn.BatchNorm(use_running_average=not train, momentum=0.8, epsilon=1e-5)
-    new = layers.BatchNorm(use_running_average=not train, momentum=0.8, epsilon=1e-5)
+    kwargs = dict(use_running_average=not train, momentum=momentum, epsilon=epsilon)
+    ref, new = nn.BatchNorm(**kwargs), layers.BatchNorm(**kwargs)
     init = ref.init(jax.random.key(0), x)
     # Same variable names, shapes and initial values: checkpoints are interchangeable.
     _close(new.init(jax.random.key(0), x), init, rtol=0)
@@ -48,13 +82,32 @@ def test_batch_norm_equals_flax(shape, train, fast, monkeypatch):
     variables = jax.tree.map(
         lambda v: v + jnp.asarray(rng.uniform(0.2, 0.5, v.shape), v.dtype), init
     )
+
+    def program():
+        apply = lambda x: new.apply(variables, x, mutable=["batch_stats"])  # noqa: E731
+        return str(jax.make_jaxpr(apply)(x))
+
+    # The form under test is the one traced: the hand-written gradient is a custom_vjp.
+    traced = program()
+    assert ("custom_vjp_call" in traced) == bool(fast)
+    if not train:  # no training form, so the lever cannot change the eval program
+        with monkeypatch.context() as m:
+            lever = fast_ops.use_fast_batch_norm
+            m.setattr(fast_ops, "use_fast_batch_norm", lambda x: not lever(x))
+            assert program() == traced
     (ref_loss, ref_stats), ref_grads = _loss_fn(ref, variables, cotangent)(variables["params"], x)
     (loss, stats), grads = _loss_fn(new, variables, cotangent)(variables["params"], x)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    _close(stats, ref_stats, rtol=1e-6)  # running mean/var updated with momentum 0.8
+    _close(stats, ref_stats, rtol=1e-6)  # running mean/var updated with the momentum
     _close(grads, ref_grads)
+    old, moved = variables["batch_stats"], stats["batch_stats"]
     if train:  # the running statistics moved towards the batch's
-        assert not np.allclose(stats["batch_stats"]["mean"], variables["batch_stats"]["mean"])
+        assert not np.allclose(moved["mean"], old["mean"])
+        if momentum == 0.0:  # ... all the way
+            axes = tuple(range(len(shape) - 1))
+            _close(moved["mean"], np.mean(np.asarray(x), axis=axes), rtol=1e-6)
+    else:  # eval leaves them alone
+        _close(moved, old, rtol=0)
 
 
 @pytest.mark.skipif(not on_cpu, reason="the hand-written gradient is CPU-only")

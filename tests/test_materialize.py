@@ -16,17 +16,44 @@ from cifar_jax.models import blocks, fast_ops, onednn, resnet
 on_cpu = jax.default_backend() == "cpu"
 
 
+@pytest.fixture
+def xla_convs(monkeypatch):
+    """materialize acts only before XLA's convs. On the 1-device CPU test process oneDNN's
+    convs are on and materialize returns its input, so a test run there would compare x
+    with x; this switches oneDNN off (as ``CIFAR_JAX_ONEDNN=0`` or a machine without it)."""
+    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)
+
+
+def _run(f, *args):
+    """(divisions in the compiled, optimized program of ``f``: materialize's ``x / one``;
+    the outputs of that program)."""
+    compiled = jax.jit(f).lower(*args).compile()
+    return compiled.as_text().count(" divide("), compiled(*args)
+
+
 @pytest.mark.parametrize("special", [None, np.inf, -np.inf, np.nan])
-def test_materialize_is_the_identity_in_values_and_gradients(special):
+def test_materialize_is_the_identity_in_values_and_gradients(special, xla_convs):
+    """Catches a materialize that changes values or gradients (a "1" that is not exactly 1
+    where x is inf or NaN, e.g. ``x * 0 + 1``), and, through the division count, one
+    that stopped acting (returns x: the values would then pass trivially)."""
     x = np.random.default_rng(0).standard_normal((2, 3, 3, 32)).astype(np.float32)
-    if special is not None:  # the "1" is built from the first element: must stay 1
+    if special is not None:  # the "1" is built from x itself: must stay 1 there too
         x[0, 0, 0, 0] = special
         x[1, 2, 2, 5] = special
     x = jnp.asarray(x)
-    y = jax.jit(fast_ops.materialize)(x)
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
     g = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape), jnp.float32)
-    (grad,) = jax.jit(lambda g: jax.vjp(fast_ops.materialize, x)[1](g))(g)
+
+    # Fresh functions: jit would reuse a trace of fast_ops.materialize made with oneDNN on.
+    def forward(x):
+        return fast_ops.materialize(x)
+
+    def backward(x, g):  # x an argument: a closed-over x lets XLA fold the 1 away
+        return jax.vjp(forward, x)[1](g)[0]
+
+    (forward_divides, y), (backward_divides, grad) = _run(forward, x), _run(backward, x, g)
+    # The division survives XLA's optimizations, in the forward and the gradient.
+    assert (forward_divides > 0) == (backward_divides > 0) == on_cpu
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(g))
 
 
@@ -81,7 +108,11 @@ def test_residual_net_kernel_gradients_read_stored_activations(monkeypatch):
     assert _transpose_fusions_recomputing_activations(compiled_hlo()) != []
 
 
-def test_basic_block_output_unchanged_by_materialize(monkeypatch):
+def test_basic_block_output_unchanged_by_materialize(monkeypatch, xla_convs):
+    """A whole BasicBlock (both of its materialize calls, before XLA's convs): the loss
+    and gradients equal those without materialize. Catches a materialize that changes
+    values inside a model; the division counts make sure the first program really has it
+    (with oneDNN's convs both would be the same program)."""
     block = blocks.BasicBlock(32, stride=2)
     x = jnp.asarray(np.random.default_rng(3).standard_normal((4, 8, 8, 16)), jnp.float32)
     variables = block.init(jax.random.key(1), x)
@@ -93,11 +124,13 @@ def test_basic_block_output_unchanged_by_materialize(monkeypatch):
             )
             return jnp.sum(jnp.sin(out))
 
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(variables["params"], x)
+        return _run(jax.value_and_grad(loss, argnums=(0, 1)), variables["params"], x)
 
-    fast = value_and_grads()
+    divides, fast = value_and_grads()
     monkeypatch.setattr(fast_ops, "materialize", lambda x: x)
-    plain = value_and_grads()
+    plain_divides, plain = value_and_grads()
+    # Two materialize calls (act1, act2), in the forward and the backward pass.
+    assert (divides > plain_divides) == on_cpu, (divides, plain_divides)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

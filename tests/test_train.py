@@ -87,9 +87,58 @@ def test_batch_norm_statistics_change_only_in_training():
     assert all(jax.tree.leaves(changed))
 
 
-def test_batch_size_the_devices_cannot_split_is_a_clear_error():
+_BATCH_SIZE_CHECK = textwrap.dedent(
+    """
+    import json
+    import jax
+    from cifar_jax import train
     mesh = train.create_mesh()
-    with pytest.raises(train.ConfigError, match="positive multiple"):
+    errors = {}
+    for batch_size in (8, 16, 256, 12, 4, 0, -8):
+        try:
+            train.check_batch_size(batch_size, mesh)
+            errors[batch_size] = None
+        except train.ConfigError as e:
+            errors[batch_size] = str(e)
+    try:
+        train.check_batch_size(20, mesh, name="eval_batch_size")
+    except train.ConfigError as e:
+        errors["eval"] = str(e)
+    print(json.dumps({"devices": jax.device_count(), "errors": errors}))
+    """
+)
+
+
+def test_batch_size_the_devices_cannot_split_is_a_clear_error():
+    """On 8 devices (forced CPU devices, in a subprocess: this process has one, over which
+    every batch size divides), a batch size that is no multiple of 8 is a ConfigError
+    naming the batch size, the device count and the fix; multiples of 8 pass. Catches a
+    check that lets 12 through (its shards would be uneven) or rejects 16."""
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _BATCH_SIZE_CHECK],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 8
+    errors = result["errors"]
+    assert errors["8"] is None and errors["16"] is None and errors["256"] is None, errors
+    for batch_size in ("12", "4", "0", "-8"):
+        message = errors[batch_size]
+        assert message is not None, f"batch_size={batch_size} passed on 8 devices"
+        assert f"batch_size={batch_size} " in message, message
+        assert "8 devices" in message and "multiple of 8" in message, message
+    assert errors["eval"].startswith("eval_batch_size=20 "), errors["eval"]
+    # The 1-device test process: any positive size splits, a non-positive one does not.
+    mesh = train.create_mesh(jax.devices()[:1])
+    train.check_batch_size(7, mesh)
+    with pytest.raises(train.ConfigError, match="positive multiple of 1"):
         train.check_batch_size(0, mesh)
 
 
@@ -137,8 +186,12 @@ def test_eight_device_step_matches_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["one"]["losses"], result["eight"]["losses"], rtol=1e-5)
+    # 8 shards sum the gradients in another order than 1 device; after a few Adam steps
+    # the float32 rounding reaches ~1.4e-5 on an AVX-512 Xeon (Sapphire Rapids class; it
+    # stayed under 1e-5 on AVX2/Zen 5). A sharding bug (per-shard BatchNorm statistics, a
+    # gradient not summed over the mesh) moves the parameters by 1e-3 and more.
     for a, b in zip(result["one"]["leaves"], result["eight"]["leaves"], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5)
 
 
 def test_train_and_evaluate_writes_results_logs_and_checkpoints(tmp_path):
