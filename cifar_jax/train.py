@@ -422,8 +422,14 @@ def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict
             f"{manager.directory}; rerun to resume from it."
         )
     kept = f"Complete checkpoints already saved ({sorted(manager.all_steps())}) are kept."
+    # The machine shape that wrote it, so a resume on another one can say so.
+    data_state = {**data_state, **_run_shape()}
     with workdir_lib.write_errors(f"checkpoint {step}", str(manager.directory), kept):
         checkpoint.save(manager, step, state, data_state)
+
+
+def _run_shape() -> dict[str, int]:
+    return {"num_devices": jax.device_count(), "num_processes": jax.process_count()}
 
 
 def resume(
@@ -441,6 +447,7 @@ def resume(
     if restored is None:
         return state
     step, state, data_state = restored
+    saved_shape = {k: data_state.pop(k) for k in _run_shape() if k in data_state}
     if data_state.get("next_index") != step:
         raise checkpoint.CheckpointError(
             f"checkpoint {step} in {manager.directory} holds a data iterator at "
@@ -451,6 +458,18 @@ def resume(
     if changed:
         logging.warning("Resuming with a config that differs from the run's: %s", changed)
     _console(f"Resumed from checkpoint at step {step} in {manager.directory}.")
+    if saved_shape and saved_shape != _run_shape():
+        # Elastic resume: the parameters are replicated and batch t is a function of
+        # (seed, t) alone, so the run goes on with the same data order. Only the order in
+        # which per-device partial sums are added changes, so the numbers match an
+        # uninterrupted run to float rounding, not bit for bit.
+        _console(
+            f"The machine shape changed: checkpoint {step} was written with "
+            f"{saved_shape.get('num_devices')} device(s) in {saved_shape.get('num_processes')} "
+            f"process(es), this run has {jax.device_count()} in {jax.process_count()}. Same "
+            "global batch and data order; results match an uninterrupted run up to float "
+            "rounding (not bitwise: sums over the batch are split differently)."
+        )
     return state
 
 
