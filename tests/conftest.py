@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,18 +9,22 @@ import pytest
 
 @pytest.fixture(scope="session")
 def real_data_root() -> Path:
-    """The shared real CIFAR data (``shared/data`` next to the repo, see its README).
+    """Real CIFAR data: ``shared/data`` next to the repo (or ``$CIFAR_JAX_SHARED_DATA``),
+    else a test-data folder built in ``$CIFAR_JAX_DATA`` / ``~/.cache/cifar_jax`` from the
+    official releases found there or downloaded once (see ``tests/real_data.py``).
 
-    Falls back to ``$CIFAR_JAX_SHARED_DATA``. Missing data fails the test loudly instead of
-    skipping it, so a green run always means the real-data checks ran.
+    Data that can be neither found nor fetched fails the test loudly instead of skipping
+    it, so a green run always means the real-data checks ran.
     """
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
-    if os.environ.get("CIFAR_JAX_SHARED_DATA"):
-        candidates.append(Path(os.environ["CIFAR_JAX_SHARED_DATA"]))
-    for root in candidates:
-        if root.is_dir():
-            return root
-    pytest.fail(
-        f"real CIFAR data not found (looked at {', '.join(map(str, candidates))}); clone the "
-        "repo next to shared/ or set CIFAR_JAX_SHARED_DATA to the shared/data folder"
-    )
+    from real_data import real_data_root as locate
+
+    from cifar_jax.errors import DataError
+
+    try:
+        return locate()
+    except DataError as e:
+        pytest.fail(
+            f"real CIFAR data not found and could not be fetched: {e} Clone the repo next to "
+            "shared/, set CIFAR_JAX_SHARED_DATA to the shared/data folder, or put the official "
+            "binary releases in $CIFAR_JAX_DATA."
+        )
