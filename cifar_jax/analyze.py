@@ -152,7 +152,7 @@ def landscape(
         return jnp.sum(loss * mask), jnp.sum(correct * mask)
 
     sums = jax.jit(
-        sums,
+        train.traced_on(run.mesh, sums),
         in_shardings=(replicated,) * 6 + (sharding,),
         out_shardings=(replicated, replicated),
     )
@@ -362,7 +362,9 @@ def bn_sweep(
         return new_state, jnp.stack([loss, distance, beta, lr_t])
 
     step_fn = jax.jit(
-        step_fn, in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated)
+        train.traced_on(mesh, step_fn),
+        in_shardings=(replicated, batch_sharding),
+        out_shardings=(replicated, replicated),
     )
     record = np.full((len(lrs), total, 4), np.nan)
     diverged: dict[str, int] = {}

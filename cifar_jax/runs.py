@@ -245,12 +245,14 @@ class LoadedRun:
         """The jitted ``(state, batch) -> probs`` step for a TTA mode (compiled once)."""
         import jax
 
-        from cifar_jax import tta
+        from cifar_jax import train, tta
 
         tta.check_mode(mode)
         if mode not in self._compiled:
             self._compiled[mode] = jax.jit(
-                tta.make_predict_step(self.model, self.mean, self.std, mode),
+                train.traced_on(
+                    self.mesh, tta.make_predict_step(self.model, self.mean, self.std, mode)
+                ),
                 in_shardings=(self.replicated(), self.batch_sharding()),
                 out_shardings=self.replicated(),
             )

@@ -11,6 +11,7 @@ torch).
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -135,6 +136,67 @@ def summarize(config: Any) -> str:
     return "\n".join(out)
 
 
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+_CUSTOM_CALL = re.compile(r'stablehlo\.custom_call @([\w.]+)|call_target_name = "([^"]+)"')
+_OP = re.compile(r'^\s*(?:%[^=]+= )?"?(?:stablehlo|chlo|sdy|mhlo)\.', re.M)
+
+
+def lower_steps(config: Any, platform: str, mesh: Any = None) -> dict[str, str]:
+    """The StableHLO of ``config``'s real train, eval and TTA steps (the ones
+    :func:`cifar_jax.train.train_and_evaluate` jits), lowered for ``platform`` with
+    ``jax.export`` on this machine, whatever its devices: no data is read, no step runs.
+    """
+    import numpy as np
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from cifar_jax import optim, train, tta
+    from cifar_jax.models import onednn
+
+    if platform not in PLATFORMS:
+        raise ConfigError(
+            f"cannot lower for {platform!r}: choose one of {', '.join(PLATFORMS)} "
+            "(--lower_for=cuda for NVIDIA GPUs)."
+        )
+    mesh = mesh or train.create_mesh()
+    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    model = build_model(config, num_classes_for(config))
+    total = max(1, config.num_train_steps or config.num_epochs * 100)
+    tx = optim.create_optimizer(config, optim.learning_rate_schedule(config, 100, total), total)
+    state = jax.eval_shape(lambda: train.create_train_state(model, tx, 0, replicated))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                         state)  # fmt: skip
+    mean = std = np.full(3, 0.5, np.float32)
+    train_step, eval_step = train.jit_steps(config, model, tx, mean, std, mesh)
+    steps = {"train": train_step, "eval": eval_step}
+    if config.tta != "none":
+        steps["tta"] = jax.jit(train.traced_on(mesh, tta.make_eval_step(model, mean, std,
+                                                                       config.tta)))  # fmt: skip
+    size = config.batch_size
+    examples = {
+        "image": jax.ShapeDtypeStruct((size, 32, 32, 3), jnp.uint8, sharding=batch),
+        "label": jax.ShapeDtypeStruct((size,), jnp.int32, sharding=batch),
+    }
+    eval_examples = {**examples, "mask": jax.ShapeDtypeStruct((size,), jnp.bool_, sharding=batch)}
+    checks = [jax.export.DisabledSafetyCheck.custom_call(onednn.TARGET_NAME)]
+    out = {}
+    for name, step in steps.items():
+        args = (state, examples if name == "train" else eval_examples)
+        exported = jax.export.export(step, platforms=[platform], disabled_checks=checks)(*args)
+        out[name] = exported.mlir_module()
+    return out
+
+
+def custom_calls(module: str) -> list[str]:
+    """The custom-call targets a lowered module calls, sorted."""
+    return sorted({a or b for a, b in _CUSTOM_CALL.findall(module)})
+
+
+def lowering_line(module: str, platform: str, step: str = "train") -> str:
+    n_ops = len(_OP.findall(module))
+    return f"lowered {step} step for {platform}: {n_ops} ops; custom calls: {custom_calls(module)}"
+
+
 def run() -> None:
     """Command-line entry point: define the ``--config`` flag and print the summary.
 
@@ -147,6 +209,10 @@ def run() -> None:
     config_flag = config_flags.DEFINE_config_file(
         "config", None, "Path to a config file in configs/.", lock_config=True
     )
+    lower_for = flags.DEFINE_string(
+        "lower_for", "", "Also lower the config's real train step for this platform "
+        "(cpu, cuda, rocm, tpu) and print its op count and custom calls."
+    )  # fmt: skip
     flags.mark_flag_as_required("config")
 
     def main(argv: list[str]) -> None:
@@ -157,6 +223,9 @@ def run() -> None:
                     f"as --config.FIELD=VALUE."
                 )
             print(summarize(config_flag.value))
+            if lower_for.value:
+                module = lower_steps(config_flag.value, lower_for.value)["train"]
+                print(lowering_line(module, lower_for.value))
         except CifarJaxError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)

@@ -9,7 +9,6 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -45,7 +44,7 @@ from cifar_jax import (
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.data import augment, pipeline
 from cifar_jax.errors import ConfigError, TrainingError
-from cifar_jax.models import onednn
+from cifar_jax.models import lowering, onednn
 
 
 @flax.struct.dataclass
@@ -220,16 +219,13 @@ def make_eval_step(
     return eval_step
 
 
-def _traced_on(mesh: Mesh, step: Callable) -> Callable:
-    """``step``, traced knowing its batch is sharded over ``mesh`` (so the CPU convs can
-    run per device shard, :func:`cifar_jax.models.onednn.batch_sharded_over`)."""
-
-    @functools.wraps(step)
-    def traced(*args):
-        with onednn.batch_sharded_over(mesh):
-            return step(*args)
-
-    return traced
+def traced_on(mesh: Mesh, step: Callable) -> Callable:
+    """``step`` with its kernels chosen by the platform it is lowered for
+    (:func:`cifar_jax.models.lowering.platform_step`: CPU kernels only in CPU programs),
+    traced knowing its batch is sharded over ``mesh`` (so the CPU convs run per device
+    shard, :func:`cifar_jax.models.onednn.batch_sharded_over`). Every jitted step that
+    runs a model goes through it: train, eval, TTA, predict, analyze."""
+    return lowering.platform_step(step, lambda: onednn.batch_sharded_over(mesh))
 
 
 def jit_steps(
@@ -257,13 +253,13 @@ def jit_steps(
         mix=augment.MixConfig.from_config(config),
     )
     train_step = jax.jit(
-        _traced_on(mesh, train_step),
+        traced_on(mesh, train_step),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),
     )
     eval_step = jax.jit(
-        _traced_on(mesh, make_eval_step(model, mean, std)),
+        traced_on(mesh, make_eval_step(model, mean, std)),
         in_shardings=(replicated, batch_sharding),
         out_shardings=replicated,
     )
@@ -681,7 +677,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     test_tta = None
     if config.tta != "none":  # test-time augmentation (cifar_jax/tta.py), reported apart
         tta_step = jax.jit(
-            tta.make_eval_step(model, mean, std, config.tta),
+            traced_on(mesh, tta.make_eval_step(model, mean, std, config.tta)),
             in_shardings=(replicated, batch_sharding),
             out_shardings=replicated,
         )

@@ -29,8 +29,9 @@ inside a step XLA split the overlap-add into kh*kw materialized pads, 10x slower
 BatchNorm. :func:`batch_norm_train` computes flax's values with a hand-written gradient
 on CPU (see there); :class:`cifar_jax.models.layers.BatchNorm` uses it.
 
-:mod:`cifar_jax.models.layers` picks these forms at trace time from
-``jax.default_backend()``, so GPU/TPU programs are unchanged.
+:mod:`cifar_jax.models.layers` picks these forms at trace time for programs lowered for
+the CPU (:mod:`cifar_jax.models.lowering`), so GPU/TPU programs are unchanged, also when a
+CPU machine lowers them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from cifar_jax.models import onednn, small_conv
+from cifar_jax.models import lowering, onednn, small_conv
 
 
 def max_pool2x2_window(x: jax.Array) -> jax.Array:
@@ -202,7 +203,7 @@ def conv_general_dilated(
         **kwargs,
     )
     plain = (
-        jax.default_backend() != "cpu"
+        not lowering.cpu_kernels_on()
         or kwargs
         or feature_group_count != 1
         or precision is not None
@@ -249,7 +250,7 @@ def materialize(x: jax.Array) -> jax.Array:
     unchanged.
     """
     if (
-        jax.default_backend() != "cpu"
+        not lowering.cpu_kernels_on()
         or x.shape[-1] < MATERIALIZE_MIN_CHANNELS
         or onednn.use_onednn(x, x)  # oneDNN's kernel gradients need no transposes
     ):
@@ -317,7 +318,7 @@ _bn_train_cpu.defvjp(_bn_train_cpu_fwd, _bn_train_cpu_bwd, symbolic_zeros=True)
 
 def use_fast_batch_norm(x: jax.Array) -> bool:
     """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32."""
-    return jax.default_backend() == "cpu" and x.dtype == jnp.float32
+    return lowering.cpu_kernels_on() and x.dtype == jnp.float32
 
 
 def batch_norm_train(

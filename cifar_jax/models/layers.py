@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.models import fast_ops
+from cifar_jax.models import fast_ops, lowering
 
 # ------------------------------------------------------------------ activations
 # Names accepted by ``config.activation``. Every one except prelu is parameter-free.
@@ -237,7 +237,7 @@ def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
     select-and-scatter has no deterministic GPU kernel (google/flax#4233), while the
     reshape form's gradient is a plain select.
     """
-    if deterministic or jax.default_backend() == "cpu":
+    if deterministic or lowering.cpu_kernels_on():
         return fast_ops.max_pool2x2(x)
     return max_pool2x2_window(x)
 

@@ -48,6 +48,8 @@ from absl import logging
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from cifar_jax.models import lowering
+
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGET_NAME = "cifar_jax_onednn_conv"
 _FORWARD, _INPUT_GRAD, _KERNEL_GRAD = 0, 1, 2
@@ -177,7 +179,7 @@ def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
     """Whether a plain NHWC/HWIO conv of these operands runs through oneDNN (trace time):
     float32 on CPU, on one device or inside a step whose batch is sharded over every
     device (:func:`batch_sharded_over`)."""
-    if jax.default_backend() != "cpu" or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    if not lowering.cpu_kernels_on() or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
         return False
     mesh = _shard_mesh(lhs.shape[0])
     one_device = jax.device_count() == 1
