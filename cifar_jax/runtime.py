@@ -3,9 +3,9 @@
 * XLA:CPU flags. In jaxlib 0.10 convolutions on CPU go through YNNPACK, which keeps
   only ~1.4 of 2 cores busy; ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
   sends them back to XLA's Eigen path, measured 2.5-4x faster for the conv nets here
-  (``python -m cifar_jax.bench`` measures it). The flag only affects the CPU backend, so
-  it is harmless on GPU hosts. XLA reads ``XLA_FLAGS`` when the backend starts (the first
-  ``jax.devices()`` or computation), not at ``import jax``.
+  (``python -m cifar_jax.bench`` measures it). It is set only if the installed jaxlib
+  knows it (XLA aborts on an unknown flag). XLA reads ``XLA_FLAGS`` when the backend
+  starts (the first ``jax.devices()`` or computation), not at ``import jax``.
 * The host allocator (glibc malloc). XLA:CPU allocates a step's temporary buffers
   (tens of MB to GB) afresh on every run of a compiled step and frees them after. glibc
   serves blocks that large with ``mmap`` and returns them with ``munmap``, so every step
@@ -17,6 +17,10 @@
   step after the first. The cost is that the process keeps its peak memory until it
   exits, as a caching GPU allocator does. Must run before JAX starts its thread pools.
 * ``jax.distributed`` for multi-process runs (see ``launch.sh``).
+
+The flag and the allocator are for CPU runs only: :func:`configure_process` decides the
+run's platform before JAX starts (:func:`run_platform`) and leaves GPU/TPU processes as
+they are.
 """
 
 from __future__ import annotations
@@ -98,14 +102,87 @@ def host_allocator() -> str:
     return _HOST_ALLOCATOR["status"]
 
 
+_ACCELERATOR_PLUGINS = {  # distribution name prefix -> (platform, device files)
+    "jax-cuda": ("cuda", ("/dev/nvidia0", "/dev/nvidiactl")),
+    "jax_cuda": ("cuda", ("/dev/nvidia0", "/dev/nvidiactl")),
+    "jax-rocm": ("rocm", ("/dev/kfd",)),
+    "jax_rocm": ("rocm", ("/dev/kfd",)),
+    "libtpu": ("tpu", ("/dev/accel0", "/dev/vfio/0")),
+}
+
+
+def run_platform() -> tuple[str, str]:
+    """The platform this process's JAX will run on, and why, decided before JAX starts
+    (so that CPU-only set-up is applied to CPU runs only): ``JAX_PLATFORMS`` if set, else
+    an installed GPU/TPU plugin with its device present, else the CPU."""
+    chosen = os.environ.get("JAX_PLATFORMS", "").strip()
+    if chosen:
+        return chosen.split(",")[0].strip().lower(), f"JAX_PLATFORMS={chosen}"
+    import importlib.metadata
+
+    names = {(d.metadata["Name"] or "").lower() for d in importlib.metadata.distributions()}
+    for prefix, (platform_name, devices) in _ACCELERATOR_PLUGINS.items():
+        plugin = next((n for n in sorted(names) if n.startswith(prefix)), None)
+        device = next((d for d in devices if os.path.exists(d)), None)
+        if plugin and device:
+            return platform_name, f"{plugin} is installed and {device} exists"
+    return "cpu", "no GPU/TPU plugin with a device here"
+
+
+def xla_flag_known(flag: str) -> bool:
+    """Whether the installed jaxlib knows an XLA flag: XLA aborts the process on a flag it
+    does not know, so a flag the package adds is checked first. The flag names are strings
+    in jaxlib's shared libraries; a cheap scan of them, no JAX start."""
+    import importlib.util
+    import mmap
+
+    spec = importlib.util.find_spec("jaxlib")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    name = flag.lstrip("-").split("=")[0].encode()
+    for folder in spec.submodule_search_locations:
+        for path in sorted(Path(folder).rglob("*.so")):
+            with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    if data.find(name) >= 0:
+                        return True
+    return False
+
+
+_PROCESS = {"status": "not configured"}
+
+
 def configure_process(
     reuse_host_memory: bool = True, cpu_fast_conv: bool = True, deterministic: bool = False
-) -> None:
-    """What every entry point (training CLIs and benchmarks) sets up before JAX starts:
-    :func:`configure_host_allocator` and :func:`configure_xla_flags`, so a benchmark
-    measures the process training runs in."""
-    configure_host_allocator(reuse_host_memory)
-    configure_xla_flags(cpu_fast_conv, deterministic)
+) -> str:
+    """What every entry point (training CLIs and benchmarks) sets up before JAX starts, so
+    a benchmark measures the process training runs in. CPU runs only: the host allocator
+    (:func:`configure_host_allocator`) and the XLA:CPU conv flag, the latter only if the
+    installed jaxlib knows it. Every run: ``--config.deterministic``'s GPU flags. Returns
+    (and :func:`process_setup` reports) what was done and why, for the log."""
+    platform_name, why = run_platform()
+    if platform_name == "cpu":
+        configure_host_allocator(reuse_host_memory)
+        known = not cpu_fast_conv or xla_flag_known(CPU_FAST_CONV_FLAG)
+        configure_xla_flags(cpu_fast_conv and known, deterministic)
+        flag = CPU_FAST_CONV_FLAG.split("=")[0]
+        conv = (
+            f"{flag} set" if cpu_fast_conv and known
+            else f"{flag} not set (this jaxlib does not know it)" if cpu_fast_conv
+            else f"{flag} off (cpu_fast_conv_flags=False)"
+        )  # fmt: skip
+        status = f"CPU run ({why}): {conv}"
+    else:
+        _HOST_ALLOCATOR["status"] = f"default (a {platform_name} run: CPU-only set-up skipped)"
+        configure_xla_flags(False, deterministic)
+        status = f"{platform_name} run ({why}): no CPU-only flags or allocator changes"
+    _PROCESS["status"] = status
+    return status
+
+
+def process_setup() -> str:
+    """What :func:`configure_process` did in this process, and why."""
+    return _PROCESS["status"]
 
 
 def initialize_distributed(
@@ -214,6 +291,7 @@ def machine_info() -> dict[str, Any]:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "conv_backend": onednn.conv_backend(),
         "host_allocator": host_allocator(),
+        "process_setup": process_setup(),
     }
     with contextlib.suppress(ImportError):
         import torch

@@ -550,7 +550,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     trainable_params = models.count_trainable_params(state.params)
     _console(
         f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
-        f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}."
+        f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
+        f"{runtime.process_setup()}."
     )
 
     # Resume if the workdir holds checkpoints.

@@ -2,6 +2,7 @@
 allocator keeps freed memory for reuse."""
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -41,10 +42,83 @@ def test_configure_process_sets_up_the_allocator_and_the_flags(xla_flags):
     import os
 
     xla_flags.setattr(runtime, "_HOST_ALLOCATOR", {"status": "default (not configured)"})
-    runtime.configure_process(reuse_host_memory=False, cpu_fast_conv=True, deterministic=True)
+    xla_flags.setenv("JAX_PLATFORMS", "cpu")  # a CPU run, also on a GPU host
+    status = runtime.configure_process(
+        reuse_host_memory=False, cpu_fast_conv=True, deterministic=True
+    )
+    assert status.startswith("CPU run (JAX_PLATFORMS=cpu)") and "set" in status
     assert runtime.host_allocator() == "default (reuse_host_memory=False)"
     flags = os.environ["XLA_FLAGS"]
     assert runtime.CPU_FAST_CONV_FLAG in flags and "--xla_gpu_deterministic_ops=true" in flags
+
+
+_GPU_RUN = textwrap.dedent(
+    """
+    import json, os
+    from cifar_jax import runtime
+    status = runtime.configure_process(reuse_host_memory=True, deterministic=True)
+    print(json.dumps({"status": status, "allocator": runtime.host_allocator(),
+                      "flags": os.environ.get("XLA_FLAGS", "")}))
+    """
+)
+
+
+def test_a_gpu_run_gets_no_cpu_only_setup():
+    """No XLA:CPU flag and no malloc change in a process that will run on a GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cuda"
+    out = subprocess.run([sys.executable, "-c", _GPU_RUN], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"].startswith("cuda run (JAX_PLATFORMS=cuda)")
+    assert result["allocator"].startswith("default (a cuda run")
+    assert "ynn" not in result["flags"] and "--xla_gpu_deterministic_ops=true" in result["flags"]
+
+
+def test_run_platform_reads_the_plugins_and_devices(monkeypatch):
+    import importlib.metadata
+
+    class Dist:
+        def __init__(self, name):
+            self.metadata = {"Name": name}
+
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert runtime.run_platform()[0] == "cuda"
+    monkeypatch.delenv("JAX_PLATFORMS")
+    monkeypatch.setattr(importlib.metadata, "distributions",
+                        lambda: [Dist("jax"), Dist("jax-cuda12-plugin")])  # fmt: skip
+    monkeypatch.setattr(runtime.os.path, "exists", lambda p: p == "/dev/nvidia0")
+    platform_name, why = runtime.run_platform()
+    assert platform_name == "cuda" and "jax-cuda12-plugin" in why and "/dev/nvidia0" in why
+    monkeypatch.setattr(runtime.os.path, "exists", lambda p: False)  # plugin, no GPU
+    assert runtime.run_platform()[0] == "cpu"
+
+
+_UNKNOWN_FLAG = textwrap.dedent(
+    """
+    import os
+    from cifar_jax import runtime
+    runtime.CPU_FAST_CONV_FLAG = "--xla_cpu_no_such_flag_for_cifar_jax_tests=1"
+    print(runtime.configure_process(reuse_host_memory=False))
+    import jax
+    print(jax.devices()[0].platform, os.environ.get("XLA_FLAGS", ""))
+    """
+)
+
+
+def test_a_flag_the_installed_jaxlib_does_not_know_is_not_set():
+    """XLA aborts on an unknown flag: the package checks before it adds one."""
+    assert runtime.xla_flag_known(runtime.CPU_FAST_CONV_FLAG)
+    assert not runtime.xla_flag_known("--xla_cpu_no_such_flag_for_cifar_jax_tests=1")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, "-c", _UNKNOWN_FLAG], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    status, devices = out.stdout.strip().splitlines()[-2:]
+    assert "does not know it" in status
+    assert devices.strip() == "cpu" and "no_such_flag" not in devices
 
 
 def test_deterministic_adds_the_gpu_flags(xla_flags):
