@@ -22,6 +22,7 @@ import importlib.util
 import json
 import math
 import os
+import shlex
 import sys
 import traceback
 from typing import Any
@@ -32,7 +33,7 @@ from ml_collections import config_flags
 
 from cifar_jax import cli, config_base, preemption, runtime
 from cifar_jax import workdir as workdir_lib
-from cifar_jax.errors import CifarJaxError, ConfigError
+from cifar_jax.errors import CifarJaxError, ConfigError, TrainingError
 
 SWEEP_FIELDS = {
     "name": "short name of the table",
@@ -267,27 +268,57 @@ def plot(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
-def run_sweep(sweep: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Runs (or finishes) every variant x seed and writes the summary files."""
-    workdir = workdir_lib.prepare(workdir)
+def plan_runs(sweep: ml_collections.ConfigDict) -> list[tuple[str, int, Any]]:
+    """Every (variant, seed, config) of the sweep, in order; trial K is entry K. Built
+    first, so a typo in one variant stops the sweep before any training."""
     if not sweep.variants:
         raise ConfigError("the sweep has no variants; add some to its `variants` dict.")
     if not sweep.seeds:
         raise ConfigError("the sweep has no seeds; set e.g. --config.seeds='(0,1,2)'.")
-    # Build every config first: a typo in one variant stops the sweep before any training.
-    plan = [
+    return [
         (variant, seed, variant_config(sweep, variant, seed))
         for variant in sweep.variants
         for seed in sweep.seeds
     ]
+
+
+def run_sweep(
+    sweep: ml_collections.ConfigDict,
+    workdir: str,
+    trial: int | None = None,
+    train_runs: bool = True,
+) -> dict | None:
+    """Runs (or finishes) every variant x seed and writes the summary files.
+
+    ``trial=K`` trains trial K alone and writes no summary (a scheduler's job array runs
+    the trials on many machines; each holds only its run's folder). ``train_runs=False``
+    only collects the finished runs into the summary (``--summarize``).
+    """
+    workdir = workdir_lib.prepare(workdir)
+    plan = plan_runs(sweep)
     from cifar_jax import train  # after the XLA flags are set
 
+    if trial is not None:
+        if not 0 <= trial < len(plan):
+            raise ConfigError(
+                f"--trial={trial}: this sweep has trials 0..{len(plan) - 1} (`--list` prints them)."
+            )
+        variant, seed, config = plan[trial]
+        directory = run_dir(workdir, variant, seed)
+        print(f"[trial {trial} of {len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
+        outcome = run_one(config, directory)
+        if outcome["status"] != "done":
+            raise TrainingError(f"trial {trial} failed: {outcome['error']}")
+        return None
     outcomes: dict[str, list[dict]] = {v: [] for v in sweep.variants}
     with train.hold_workdir(workdir, what="sweep"):  # one sweep per workdir
         for i, (variant, seed, config) in enumerate(plan, 1):
             directory = run_dir(workdir, variant, seed)
-            print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
-            outcomes[variant].append(run_one(config, directory))
+            if train_runs:
+                print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
+                outcomes[variant].append(run_one(config, directory))
+            else:
+                outcomes[variant].append(collect(directory))
         summary = summarize(sweep, outcomes)
         summary["machine"] = runtime.machine_info()  # which CPU/GPU, jax and commit made it
         workdir_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
@@ -298,6 +329,26 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str) -> dict:
     return summary
 
 
+def collect(directory: str) -> dict[str, Any]:
+    """A run's outcome without training it: done, failed, or not run yet."""
+    results_path = os.path.join(directory, "results.json")
+    error_path = os.path.join(directory, "error.txt")
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            return {"status": "done", "results": json.load(f)}
+    if os.path.exists(error_path):
+        with open(error_path, encoding="utf-8") as f:
+            return {"status": "failed", "error": f.readline().strip()}
+    return {"status": "missing"}
+
+
+def trial_commands(sweep: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
+    """One command per trial: this command line with ``--list`` replaced by ``--trial=K``."""
+    base = [a for a in argv[1:] if a not in ("--list", "--nolist")]
+    prefix = "python -m cifar_jax.sweep " + " ".join(shlex.quote(a) for a in base)
+    return [f"{prefix} --trial={k}" for k in range(len(plan_runs(sweep)))]
+
+
 def run() -> None:
     """The command line. Flags are defined here, not at import: sweep config files import
     this module, which must then not define ``--config`` a second time."""
@@ -305,6 +356,11 @@ def run() -> None:
         "config", None, "Sweep config file (configs/sweeps/*.py)."
     )
     workdir_flag = flags.DEFINE_string("workdir", None, "Directory for the runs and the summary.")
+    list_flag = flags.DEFINE_bool("list", False, "Print one command per trial and exit.")
+    trial_flag = flags.DEFINE_integer("trial", None, "Train trial K alone (see --list).")
+    summarize_flag = flags.DEFINE_bool(
+        "summarize", False, "Only collect the finished trials into the summary tables."
+    )
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -317,9 +373,13 @@ def run() -> None:
                     f"the sweep config lacks {missing}; build it with "
                     "cifar_jax.sweep.sweep_config(...)."
                 )
+            if list_flag.value:
+                print("\n".join(trial_commands(sweep, sys.argv)))
+                return
             first = variant_config(sweep, next(iter(sweep.variants)), sweep.seeds[0])
             cli.prepare_process(first)
-            run_sweep(sweep, workdir_flag.value)
+            run_sweep(sweep, workdir_flag.value, trial=trial_flag.value,
+                      train_runs=not summarize_flag.value)  # fmt: skip
 
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=cli.parse_flags)
