@@ -3,6 +3,8 @@
 #
 #   Local (one machine, N processes; one GPU each if GPUs are present, else CPU):
 #     ./launch.sh --nproc 2 -- --config=configs/lenet.py --workdir=runs/lenet
+#   More processes than GPUs is refused: NCCL does not let two ranks share a GPU, and each
+#   process would preallocate 75% of every card. CUDA_VISIBLE_DEVICES limits the GPUs used.
 #
 #   One process per host on a cluster, started by your scheduler on every host:
 #     ./launch.sh --coordinator HOST0:12355 --num-processes 4 --process-id "$RANK" -- --config=...
@@ -15,7 +17,7 @@
 # checkpoints. The exit status is non-zero if any process fails (the others are stopped).
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 nproc=""; coordinator=""; num_processes=""; process_id=""; slurm=0
 python="${PYTHON:-python}"
@@ -56,8 +58,26 @@ fi
 
 # A free port on localhost for the coordinator.
 port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-gpus=0
-if command -v nvidia-smi >/dev/null 2>&1; then gpus=$(nvidia-smi -L 2>/dev/null | wc -l || echo 0); fi
+# The GPUs this job may use: of the GPUs nvidia-smi lists, those in CUDA_VISIBLE_DEVICES if
+# the user (or a scheduler) set it, else all.
+visible=()
+count=0
+if command -v nvidia-smi >/dev/null 2>&1; then
+  count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+fi
+if [[ "$count" -gt 0 && -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+  IFS=',' read -r -a visible <<< "$CUDA_VISIBLE_DEVICES"
+else
+  for ((g = 0; g < count; g++)); do visible+=("$g"); done
+fi
+gpus=${#visible[@]}
+if [[ "$gpus" -gt 0 && "$gpus" -lt "$nproc" ]]; then
+  echo "launch.sh: --nproc $nproc but only $gpus GPU(s) here: every process would see every" \
+    "GPU and preallocate 75% of its memory, and NCCL does not let two ranks share a GPU." \
+    "Use --nproc $gpus (one process per GPU). For several independent runs on one GPU, start" \
+    "them with XLA_PYTHON_CLIENT_PREALLOCATE=false instead." >&2
+  exit 2
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -66,7 +86,7 @@ for ((i = 0; i < nproc; i++)); do
   (
     export CIFAR_JAX_COORDINATOR="127.0.0.1:$port" CIFAR_JAX_NUM_PROCESSES="$nproc"
     export CIFAR_JAX_PROCESS_ID="$i"
-    if [[ "$gpus" -ge "$nproc" ]]; then export CUDA_VISIBLE_DEVICES="$i"; fi
+    if [[ "$gpus" -gt 0 ]]; then export CUDA_VISIBLE_DEVICES="${visible[$i]}"; fi
     exec "$python" -m cifar_jax.main "$@"
   ) &
   pids+=($!)
