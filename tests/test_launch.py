@@ -74,46 +74,61 @@ def test_without_gpus_processes_run_on_the_cpu(fake_gpus):
     assert sorted(out.stdout.split("\n")[:-1]) == ["rank=0 gpu=unset", "rank=1 gpu=unset"]
 
 
-def test_coordinator_path_on_localhost_matches_one_process(tmp_path):
-    """What a cluster without Slurm does: one launch.sh per process with --coordinator."""
+def _free_slurm_job_id() -> int:
+    """A job id whose JAX coordinator port (id % 4096 + 61440) is free here."""
+    for job_id in range(4242, 4242 + 4096):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", job_id % 4096 + 61440))
+            except OSError:
+                continue
+        return job_id
+    raise RuntimeError("no free port in JAX's Slurm range")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("one") / "run"
     env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
+    one = subprocess.run(["bash", str(REPO / "launch.sh"), "--nproc", "1", "--", *ARGS,
+                          f"--workdir={workdir}"], env=env, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.parametrize("how", ["coordinator", "slurm"])
+def test_cluster_paths_on_localhost_match_one_process(tmp_path, one_process, how):
+    """What a cluster does: one launch.sh per process, told its rank by --coordinator
+    flags, or by the SLURM_* variables JAX's cluster detection reads (srun sets them)."""
+    base = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+    base.pop("XLA_FLAGS", None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [
-        subprocess.Popen(
-            [
-                "bash",
-                str(REPO / "launch.sh"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-                "--",
-                *ARGS,
-                f"--workdir={tmp_path / 'two'}",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
+    job_id = _free_slurm_job_id()
+    procs = []
+    for i in range(2):
+        env = dict(base)
+        if how == "coordinator":
+            flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i)]  # fmt: skip
+        else:
+            flags = ["--slurm"]
+            env.update(SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
+                       SLURM_NTASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i),
+                       SLURM_STEP_NUM_NODES="1")  # fmt: skip
+        cmd = ["bash", str(REPO / "launch.sh"), *flags, "--", *ARGS,
+               f"--workdir={tmp_path / 'two'}"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
-    one = subprocess.run(
-        ["bash", str(REPO / "launch.sh"), "--nproc", "1", "--", *ARGS,
-         f"--workdir={tmp_path / 'one'}"], env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    two_results = json.loads((tmp_path / "two" / "results.json").read_text())
-    one_results = json.loads((tmp_path / "one" / "results.json").read_text())
-    assert two_results["num_processes"] == 2
-    np.testing.assert_allclose(_train_losses(tmp_path / "one"), _train_losses(tmp_path / "two"),
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    one = json.loads((one_process / "results.json").read_text())
+    assert two["num_processes"] == 2 and two["num_devices"] == 2
+    np.testing.assert_allclose(_train_losses(one_process), _train_losses(tmp_path / "two"),
                                rtol=2e-4)  # fmt: skip
-    assert abs(one_results["test_accuracy"] - two_results["test_accuracy"]) <= 0.011
+    assert abs(one["test_accuracy"] - two["test_accuracy"]) <= 0.011
