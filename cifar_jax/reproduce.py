@@ -73,6 +73,17 @@ _PLATEAU_001 = (
 )
 _MINI = "CIFAR-100 mini subset here"
 
+
+def _sweep_rows(
+    prefix: str, report: str, source: str, sweep_file: str, rows: tuple[tuple[str, float], ...]
+) -> tuple[SeedResult, ...]:
+    """The rows of a report's ablation table whose variants a sweep config defines."""
+    return tuple(
+        SeedResult(f"{prefix}_{name}", report, source, f"{sweep_file}:{name}", acc)
+        for name, acc in rows
+    )
+
+
 RESULTS: tuple[SeedResult, ...] = (
     SeedResult("000_lenet", "000", "Table 1, sec. 2.4", "configs/lenet.py", 61.0),
     SeedResult("000_basenet_residual", "000", "sec. 3.2", "configs/basenet_residual.py", 63.0),
@@ -88,9 +99,12 @@ RESULTS: tuple[SeedResult, ...] = (
         _AUG_001 + _PLATEAU_001,
     ),  # fmt: skip
     SeedResult("001_residual", "001", "sec. 2", "configs/resnet_small.py", 87.43),
-    *(
-        SeedResult(f"001_act_{name}", "001", "sec. 3", f"configs/sweeps/activations.py:{name}", acc)
-        for name, acc in (
+    *_sweep_rows(
+        "001_act",
+        "001",
+        "sec. 3",
+        "configs/sweeps/activations.py",
+        (
             ("relu", 87.20),
             ("leaky_relu", 87.39),
             ("gelu", 87.16),
@@ -98,20 +112,31 @@ RESULTS: tuple[SeedResult, ...] = (
             ("mish", 85.58),
             ("prelu", 85.04),
             ("elu", 78.57),
-        )  # fmt: skip
+        ),
     ),
-    *(
-        SeedResult(f"001_loss_{name}", "001", "sec. 4", f"configs/sweeps/losses.py:{name}", acc)
-        for name, acc in (
+    *_sweep_rows(
+        "001_loss",
+        "001",
+        "sec. 4",
+        "configs/sweeps/losses.py",
+        (
             ("cross_entropy", 83.28),
             ("focal", 81.67),
             ("cross_entropy_smooth", 78.71),
             ("cross_entropy_l2", 73.03),
-        )  # fmt: skip
+        ),
     ),
-    *(
-        SeedResult(f"001_opt_{name}", "001", "sec. 6", f"configs/sweeps/optimizers.py:{name}", acc)
-        for name, acc in (("sgd", 86.72), ("adam", 80.79), ("adamw", 86.69), ("rmsprop", 74.44))
+    *_sweep_rows(
+        "001_opt",
+        "001",
+        "sec. 6",
+        "configs/sweeps/optimizers.py",
+        (
+            ("sgd", 86.72),
+            ("adam", 80.79),
+            ("adamw", 86.69),
+            ("rmsprop", 74.44),
+        ),
     ),
     SeedResult("001_resnet", "001", "sec. 7", "configs/resnet.py", 95.40),
     SeedResult("001_vgg_a", "001", "sec. 10", "configs/sweeps/batchnorm.py:vgg_a", 83.26),
@@ -124,18 +149,19 @@ RESULTS: tuple[SeedResult, ...] = (
         (75.0, 85.0),
         note="reported as a range",
     ),  # fmt: skip
-    *(
-        SeedResult(
-            f"003_{name}", "003", "Table 4", f"configs/sweeps/c100_regularization.py:{name}", acc
-        )
-        for name, acc in (
+    *_sweep_rows(
+        "003",
+        "003",
+        "Table 4",
+        "configs/sweeps/c100_regularization.py",
+        (
             ("baseline", 54.70),
             ("dropout", 52.70),
             ("batchnorm", 59.15),
             ("both", 56.25),
             ("both_aug", 57.65),
             ("advanced", 69.05),
-        )  # fmt: skip
+        ),
     ),
     SeedResult("003_resnet", "003", "sec. 6.6", "configs/c100_resnet.py", 79.25),
     SeedResult(
@@ -297,11 +323,13 @@ def run_all(runs: list[Run], estimates: dict[str, float] | None = None) -> None:
     """Trains every run that has not finished, one after another, with a progress line."""
     estimates = estimates or {}
     done: dict[str, list[float]] = {}
+    pending = []
     for run in runs:
         results = finished(run)
-        if results is not None:
+        if results is None:
+            pending.append(run)
+        else:
             done.setdefault(run.result.id, []).append(run_seconds(results))
-    pending = [r for r in runs if finished(r) is None]
     trained: set[str] = set()
     for i, run in enumerate(pending, 1):
         if run.directory in trained:  # shared with a result trained just before

@@ -143,11 +143,10 @@ def run_one(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]
     """Trains one run unless it already finished; failures are recorded, not raised."""
     from cifar_jax import train  # after the XLA flags are set
 
-    results_path = os.path.join(directory, "results.json")
     error_path = os.path.join(directory, "error.txt")
-    if os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            return {"status": "done", "results": json.load(f)}
+    earlier = collect(directory)
+    if earlier["status"] == "done":
+        return earlier
     try:
         results = train.train_and_evaluate(config, directory)
     except preemption.Preempted:
