@@ -326,7 +326,9 @@ def bn_sweep(
     shape = optim.learning_rate_schedule(unit, per_epoch, total)
 
     def factory(learning_rate):
-        return optim.create_optimizer(config, lambda count: learning_rate * shape(count), total)
+        return optim.create_optimizer(
+            config, lambda count: learning_rate * shape(count), total, per_epoch
+        )
 
     tx = optax.inject_hyperparams(factory)(learning_rate=lrs[0])
     init_state = train.create_train_state(model, tx, config.seed, replicated)

@@ -112,10 +112,14 @@ class JaxSide:
         steps_per_epoch = pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
         total = config.num_train_steps or config.num_epochs * steps_per_epoch
         schedule = optim.learning_rate_schedule(config, steps_per_epoch, total)
-        tx = optim.create_optimizer(config, schedule, total)
-        self.state = train.create_train_state(self.model, tx, config.seed, replicated)
+        tx = optim.create_optimizer(config, schedule, total, steps_per_epoch)
+        self.state = train.create_train_state(
+            self.model, tx, config.seed, replicated, lookahead=config.lookahead_every > 0
+        )
         self.num_params = models.count_trainable_params(self.state.params)
-        train_step, eval_step = train.jit_steps(config, self.model, tx, self.mean, self.std, mesh)
+        train_step, eval_step = train.jit_steps(
+            config, self.model, tx, self.mean, self.std, mesh, total
+        )
         b = config.batch_size
 
         def spec(shape, dtype):

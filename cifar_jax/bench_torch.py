@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cifar_jax.models.airbench import WHITEN_KERNEL, WHITEN_WIDTH, AirbenchNet
 from cifar_jax.models.convnet import ConvNet
 from cifar_jax.models.resnet import CifarResNet
 
@@ -162,8 +163,51 @@ def _resnet(m: CifarResNet) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+class _Scale(nn.Module):
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def _airbench(m: AirbenchNet) -> nn.Module:
+    """airbench94.py's make_net(): frozen whitening kernel and BN scales (no gradients)."""
+    act = m.options.activation
+
+    def bn(c: int) -> nn.Module:
+        norm = nn.BatchNorm2d(c, eps=m.bn_epsilon, momentum=1 - m.options.bn_momentum)
+        norm.weight.requires_grad = False
+        return norm
+
+    whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, padding=0, bias=True)
+    whiten.weight.requires_grad = False
+    layers: list[nn.Module] = [whiten, _activation(act)]
+    c = WHITEN_WIDTH
+    for w in m.widths:
+        layers += [
+            nn.Conv2d(c, w, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            bn(w),
+            _activation(act),
+            nn.Conv2d(w, w, 3, padding=1, bias=False),
+            bn(w),
+            _activation(act),
+        ]
+        c = w
+    layers += [
+        nn.MaxPool2d(3),
+        nn.Flatten(),
+        nn.Linear(c, m.num_classes, bias=False),
+        _Scale(m.logit_scale),
+    ]
+    return nn.Sequential(*layers)
+
+
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Every parameter, frozen ones included (the flax count has them too)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def build_torch_model(flax_model: Any, expected_params: int | None = None) -> nn.Module:
@@ -172,6 +216,8 @@ def build_torch_model(flax_model: Any, expected_params: int | None = None) -> nn
         model = _convnet(flax_model)
     elif isinstance(flax_model, CifarResNet):
         model = _resnet(flax_model)
+    elif isinstance(flax_model, AirbenchNet):
+        model = _airbench(flax_model)
     else:
         raise TypeError(f"no torch twin for {type(flax_model).__name__}")
     if expected_params is not None and count_params(model) != expected_params:
@@ -183,7 +229,7 @@ def build_torch_model(flax_model: Any, expected_params: int | None = None) -> nn
 
 def build_optimizer(config: Any, model: nn.Module) -> torch.optim.Optimizer:
     """The config's optimizer at its peak learning rate (torch semantics, as cifar_jax.optim)."""
-    params = model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -212,7 +258,10 @@ class TorchRunner:
         self.model = build_torch_model(flax_model, expected_params)
         self.num_params = count_params(self.model)
         self.optimizer = build_optimizer(config, self.model)
-        self.loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.loss = nn.CrossEntropyLoss(
+            label_smoothing=config.label_smoothing,
+            reduction=config.get("loss_reduction", "mean"),
+        )
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 

@@ -53,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.crop_padding_mode = "constant"
     # Random horizontal flip with probability 0.5.
     c.random_flip = True
+    # Which images random_flip mirrors: "random" (each image of each batch with
+    # probability 0.5) or "alternating" (airbench94: a fixed random half of the images,
+    # chosen per image from the seed, in even epochs and the other half in odd epochs, so
+    # each image is mirrored in exactly one of two consecutive epochs). Needs random_flip.
+    c.flip_mode = "random"
     # AutoAugment policy after crop/flip: "none" or "cifar10" (torchvision's
     # AutoAugmentPolicy.CIFAR10: 25 sub-policies of two ops, one drawn per image).
     c.autoaugment = "none"
@@ -115,6 +120,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.bn_momentum = 0.9
     # Weight init: "pytorch" (torch's default uniform init) or "kaiming" (He normal, fan_out).
     c.kernel_init = "pytorch"
+    # bfloat16 compute (flax examples/imagenet style): activations, convs and dense layers
+    # in bf16; params, optimizer state, BatchNorm statistics, logits and loss in float32.
+    # For GPUs/TPUs. Allowed on CPU, where only CPUs with bf16 hardware (AMX, AVX512_BF16)
+    # run it fast (its convs through oneDNN); elsewhere it is slower than float32 and the
+    # log says so.
+    c.half_precision = False
+    # Models with a data-dependent initializer (airbench94's whitening stem) set it from
+    # this many training images (the first ones of the split, normalized, not augmented)
+    # before the first step. Ignored by other models.
+    c.data_init_examples = 5000
 
     # --------------------------------------------------------- optimization
     # "sgd", "adam", "adamw" or "rmsprop".
@@ -136,7 +151,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Weight decay. sgd/adam: coupled L2 added to the gradient (torch's weight_decay);
     # adamw: decoupled. Applied to every parameter, as torch does by default.
     c.weight_decay = 0.0
-    # Learning-rate schedule: "cosine" (to final_lr_fraction * peak), "constant", "step"
+    # Learning-rate schedule: "cosine" or "linear" (to final_lr_fraction * peak), "constant", "step"
     # (torch StepLR: times lr_step_gamma every lr_step_epochs epochs), "onecycle" (torch
     # OneCycleLR's cosine learning rate, and momentum cycled if onecycle_cycle_momentum)
     # or "plateau" (torch ReduceLROnPlateau on a validation metric; needs val_examples > 0).
@@ -148,10 +163,11 @@ def base_config() -> ml_collections.ConfigDict:
     # warmup_epochs, and warmup_epochs must be whole). "step" schedules change per epoch
     # either way. Not with onecycle (per batch in torch).
     c.schedule_step = "step"
-    # Linear warmup from 0 to the peak, in epochs (fractions allowed; not with onecycle,
-    # which has its own).
+    # Linear warmup to the peak, in epochs (fractions allowed; not with onecycle, which
+    # has its own), starting from warmup_start_fraction * peak (0 = from 0).
     c.warmup_epochs = 0.0
-    # Cosine end value as a fraction of the peak learning rate.
+    c.warmup_start_fraction = 0.0
+    # Cosine / linear end value as a fraction of the peak learning rate.
     c.final_lr_fraction = 0.0
     # schedule="step": decay period in epochs, and the factor applied each period.
     c.lr_step_epochs = 30
@@ -189,12 +205,31 @@ def base_config() -> ml_collections.ConfigDict:
     c.plateau_cooldown = 0
     # Clip gradients to this global norm; 0 = no clipping.
     c.grad_clip_norm = 0.0
+    # Optimizer parameter groups (torch's param groups), e.g.
+    #   --config.param_groups.norm_bias.match='*/norm*/bias' (comma-separated globs over
+    #   '/'-joined parameter paths such as group1/norm1/bias; `python -m cifar_jax.summary`
+    #   lists them), .lr_scale (times the learning rate), .weight_decay_scale (times
+    #   weight_decay) and .trainable_epochs (-1 = the whole run, 0 = frozen, k = trained for
+    #   the first k epochs only). Each parameter may match one group; the rest train as
+    #   configured above. Empty = one group.
+    c.param_groups = ml_collections.ConfigDict()
+    # Lookahead / weight averaging (airbench94): every lookahead_every steps (0 = off) the
+    # average moves toward the weights, avg += (1 - d) * (w - avg), with d =
+    # lookahead_decay * (step / total_steps) ** lookahead_power, and the weights are set to
+    # the average; after the last step the weights are the average. BatchNorm running
+    # statistics are averaged with the parameters.
+    c.lookahead_every = 0
+    c.lookahead_decay = 0.95**5
+    c.lookahead_power = 3.0
     # Training loss: "cross_entropy" or "focal" (Lin et al.: -(1 - p_t)^gamma log p_t).
     # Validation and test losses are always plain cross-entropy.
     c.loss = "cross_entropy"
     c.focal_gamma = 2.0
     # Label smoothing of the training targets (either loss).
     c.label_smoothing = 0.0
+    # How the batch's per-example losses combine: "mean" or "sum" (airbench94; the
+    # gradient, and so the right learning rate, then scales with the batch size).
+    c.loss_reduction = "mean"
     # Explicit L2 penalty added to the training loss: l2_penalty * sum of the squares of
     # all parameters (torch's "loss + lambda * sum(p.pow(2).sum())"). Independent of
     # weight_decay. 0 = off.
@@ -221,6 +256,10 @@ def base_config() -> ml_collections.ConfigDict:
     # whenever it improves, if there is a validation split) and that early stopping
     # watches: "val_accuracy" (higher is better) or "val_loss" (lower is better).
     c.best_metric = "val_accuracy"
+    # Stop as soon as an end-of-epoch check (plain, no TTA) reaches this accuracy, and
+    # report time_to_target_seconds in results.json; checked on the validation split if
+    # there is one, else on the test split (as airbench reports). 0 = off.
+    c.target_accuracy = 0.0
     # Stop after this many validation evaluations in a row without a new best
     # best_metric; 0 = never stop early. Needs val_examples > 0.
     c.early_stopping_patience = 0
@@ -230,7 +269,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Test-time augmentation for the final test evaluation, reported next to the plain
     # numbers as test_accuracy_tta / test_loss_tta in results.json: "none", "flip"
     # (average the softmax of the image and its mirror) or "flip_translate" (the same
-    # plus +-2 px shifts with zero padding: 10 views). See cifar_jax/tta.py.
+    # plus +-2 px shifts with zero padding: 10 views), or "airbench" (airbench94's level-2
+    # TTA: a weighted mean of the LOGITS, not the softmax, of 6 views: the image, its
+    # mirror, and both of them shifted 1 px up-left and down-right with reflect padding).
+    # See cifar_jax/tta.py.
     c.tta = "none"
     # Save a checkpoint every N steps; 0 = at the end of every epoch.
     c.checkpoint_every_steps = 0
@@ -268,17 +310,19 @@ CHOICES = {
     "crop_padding_mode": ("constant", "reflect"),
     "normalization": ("mean_std", "half", "none"),
     "autoaugment": ("none", "cifar10"),
+    "flip_mode": ("random", "alternating"),
     "kernel_init": ("pytorch", "kaiming"),
     "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
     "nonfinite_loss": ("stop", "skip"),
-    "schedule": ("constant", "cosine", "step", "onecycle", "plateau"),
+    "schedule": ("constant", "cosine", "linear", "step", "onecycle", "plateau"),
     "schedule_step": ("step", "epoch"),
     "plateau_metric": ("val_loss", "val_accuracy"),
     "plateau_threshold_mode": ("rel", "abs"),
     "loss": ("cross_entropy", "focal"),
+    "loss_reduction": ("mean", "sum"),
     "best_metric": ("val_accuracy", "val_loss"),
     "test_checkpoint": ("auto", "final", "best"),
-    "tta": ("none", "flip", "flip_translate"),
+    "tta": ("none", "flip", "flip_translate", "airbench"),
 }
 
 
@@ -378,6 +422,15 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
     ):
         check(name, 0 <= config[name] < 1, "in [0, 1)", base_config()[name])
     check("color_jitter_hue", 0 <= config.color_jitter_hue <= 0.5, "in [0, 0.5]", 0.1)
+    check("warmup_start_fraction", 0 <= config.warmup_start_fraction < 1, "in [0, 1)", 0.2)
+    check("target_accuracy", 0 <= config.target_accuracy < 1, "in [0, 1) (0 = off)", 0.94)
+    check("lookahead_every", config.lookahead_every >= 0, ">= 0 steps (0 = off)", 5)
+    check("lookahead_decay", 0 <= config.lookahead_decay <= 1, "in [0, 1]", 0.95**5)
+    check("lookahead_power", config.lookahead_power >= 0, ">= 0", 3)
+    check("data_init_examples", config.data_init_examples > 0, "> 0 images", 5000)
+    from cifar_jax import optim  # the groups' own fields
+
+    optim.param_groups(config)
     check("plateau_factor", 0 < config.plateau_factor < 1, "in (0, 1)", 0.5)
     check("lr_step_gamma", 0 < config.lr_step_gamma <= 1, "in (0, 1]", 0.1)
     check("lr_step_epochs", config.lr_step_epochs > 0, "a positive number of epochs", 30)
@@ -387,6 +440,11 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
     check("random_rotation", 0 <= config.random_rotation <= 180, "in [0, 180] degrees", 15)
     check("random_erasing_prob", 0 <= config.random_erasing_prob <= 1, "in [0, 1]", 0.5)
     check("cutout_size", 0 <= config.cutout_size <= 32, "in [0, 32] pixels", 16)
+    if config.flip_mode == "alternating" and not config.random_flip:
+        raise ConfigError(
+            "flip_mode='alternating' chooses which images random_flip mirrors, but "
+            "random_flip=False; set --config.random_flip=True, or --config.flip_mode=random."
+        )
     scale, ratio = tuple(config.random_erasing_scale), tuple(config.random_erasing_ratio)
     check(
         "random_erasing_scale",

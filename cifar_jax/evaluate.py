@@ -1,7 +1,7 @@
 """Evaluate a trained run on its test split: every metric the seed reports use.
 
     python -m cifar_jax.evaluate --workdir=runs/lenet [--checkpoint=best|latest|STEP]
-        [--tta=none|flip|flip_translate] [--split=test|val] [--data_dir=DIR]
+        [--tta=none|flip|flip_translate|airbench] [--split=test|val] [--data_dir=DIR]
 
 Writes ``<workdir>/eval/metrics.json`` (``metrics_<split>.json`` for another split) with
 accuracy, loss, top-k accuracy, per-class accuracy / precision / recall / F1 and their
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import eval_metrics, runs
+from cifar_jax import eval_metrics, runs, tta
 from cifar_jax.errors import ConfigError
 
 SPLITS = ("test", "val")
@@ -89,7 +89,6 @@ def evaluate_run(
     run: runs.LoadedRun, mode: str = "none", split: str = "test", cache: bool = True
 ) -> dict[str, Any]:
     """The metrics of ``eval/metrics.json`` for a loaded run (no file is written)."""
-    from cifar_jax import tta
 
     tta.check_mode(mode)
     probs, labels = predictions(run, split, "none", cache)
@@ -177,7 +176,7 @@ def run() -> None:
         "checkpoint", "latest", "Checkpoint to evaluate: latest, best or a step number."
     )
     tta_mode = flags.DEFINE_enum(
-        "tta", "none", ["none", "flip", "flip_translate"], "Test-time augmentation to add."
+        "tta", "none", list(tta.TTA_MODES), "Test-time augmentation to add."
     )
     split = flags.DEFINE_enum("split", "test", list(SPLITS), "Split to evaluate.")
     data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")

@@ -31,6 +31,7 @@ import optax
 from cifar_jax.errors import ConfigError
 
 LOSSES = ("cross_entropy", "focal")
+LOSS_REDUCTIONS = ("mean", "sum")
 
 
 def soft_targets(targets: jnp.ndarray, num_classes: int, label_smoothing: float) -> jnp.ndarray:
@@ -70,15 +71,18 @@ def l2_penalty(params: Any, coefficient: float) -> jnp.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
-    """The training objective: ``mean(per_example(logits, targets)) + penalty(params)``."""
+    """The training objective: ``mean(per_example(logits, targets)) + penalty(params)``
+    (``sum`` instead of ``mean`` with ``reduction="sum"``, as airbench94)."""
 
     per_example: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
     penalty: Callable[[Any], jnp.ndarray]
+    reduction: str = "mean"
 
     def total(self, logits: jnp.ndarray, targets: jnp.ndarray, params: Any):
         """(objective, per-example data loss) for one batch."""
         per_example = self.per_example(logits, targets)
-        return per_example.mean() + self.penalty(params), per_example
+        data = per_example.sum() if self.reduction == "sum" else per_example.mean()
+        return data + self.penalty(params), per_example
 
 
 def _no_penalty(params: Any) -> jnp.ndarray:
@@ -119,11 +123,21 @@ def make_loss(config) -> Loss:
         def per_example(logits, targets):
             return cross_entropy(logits, targets, smoothing)
 
-    return Loss(per_example=per_example, penalty=lambda params: l2_penalty(params, coefficient))
+    reduction = config.get("loss_reduction", "mean")
+    if reduction not in LOSS_REDUCTIONS:
+        raise ConfigError(
+            f"loss_reduction={reduction!r} is not known; use one of {list(LOSS_REDUCTIONS)}."
+        )
+    return Loss(
+        per_example=per_example,
+        penalty=lambda params: l2_penalty(params, coefficient),
+        reduction=reduction,
+    )
 
 
 __all__ = [
     "LOSSES",
+    "LOSS_REDUCTIONS",
     "Loss",
     "cross_entropy",
     "cross_entropy_loss",

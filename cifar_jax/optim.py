@@ -6,8 +6,8 @@ rate for AdamW, and applied to every parameter.
 
 Schedules are functions of the optimizer step (``count``, 0 for the first update):
 
-* ``constant``, ``cosine`` (to ``final_lr_fraction * peak``), after an optional linear
-  warmup of ``warmup_epochs``;
+* ``constant``, ``cosine`` or ``linear`` (to ``final_lr_fraction * peak``), after an
+  optional linear warmup of ``warmup_epochs`` from ``warmup_start_fraction * peak``;
 * ``step``: torch ``StepLR`` stepped once per epoch: ``peak * gamma ** (epoch //
   lr_step_epochs)`` with ``epoch = count // steps_per_epoch`` (counted from the start of
   the run, warmup included);
@@ -37,6 +37,8 @@ steps per batch in torch, so ``onecycle`` rejects it.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import inspect
 from typing import Any, NamedTuple
 
@@ -47,7 +49,7 @@ import optax
 from cifar_jax.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULES = ("constant", "cosine", "step", "onecycle", "plateau")
+SCHEDULES = ("constant", "cosine", "linear", "step", "onecycle", "plateau")
 PLATEAU_METRICS = ("val_loss", "val_accuracy")
 PLATEAU_THRESHOLD_MODES = ("rel", "abs")
 SCHEDULE_STEPS = ("step", "epoch")
@@ -201,6 +203,10 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
         # the start of the run.
         def main(count):
             return absolute(count + warmup_steps)
+    elif config.schedule == "linear":
+        main = optax.linear_schedule(
+            peak, peak * config.final_lr_fraction, max(1, total_steps - warmup_steps)
+        )
     else:
         main = optax.cosine_decay_schedule(
             peak, decay_steps=max(1, total_steps - warmup_steps), alpha=config.final_lr_fraction
@@ -214,7 +220,12 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
     if warmup_steps == 0:
         per_step = main
     else:
-        warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+        start = float(config.get("warmup_start_fraction", 0.0))
+        if not 0 <= start < 1:
+            raise ConfigError(
+                f"warmup_start_fraction={start} must be in [0, 1) (0 = warm up from 0)."
+            )
+        warmup = optax.linear_schedule(start * peak, peak, warmup_steps)
         per_step = optax.join_schedules([warmup, main], [warmup_steps])
     if per_epoch:
         return stepped_per_epoch(per_step, steps_per_epoch, int(config.warmup_epochs))
@@ -424,16 +435,136 @@ def cycled_momentum(config, total_steps: int | None) -> optax.Schedule | None:
     )
 
 
+# --------------------------------------------------------------- parameter groups
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamGroup:
+    """Parameters whose '/'-joined path (e.g. ``group1/norm1/bias``) matches one of the
+    ``match`` globs, trained with their own learning-rate and weight-decay factors (torch's
+    optimizer param groups) and, for ``trainable_epochs`` >= 0, only for that many epochs
+    (0 = frozen from the start, as ``requires_grad=False``)."""
+
+    name: str
+    match: tuple[str, ...]
+    lr_scale: float = 1.0
+    weight_decay_scale: float = 1.0
+    trainable_epochs: float = -1.0
+
+
+_GROUP_FIELDS = {"match", "lr_scale", "weight_decay_scale", "trainable_epochs"}
+
+
+def param_groups(config) -> tuple[ParamGroup, ...]:
+    """The config's ``param_groups``, checked (the parameters they match are checked by
+    :func:`param_labels`)."""
+    groups = []
+    for name, spec in (config.get("param_groups") or {}).items():
+        spec = dict(spec)
+        unknown = sorted(set(spec) - _GROUP_FIELDS)
+        if unknown or "match" not in spec:
+            raise ConfigError(
+                f"param_groups.{name} has fields {sorted(spec)}; a group needs 'match' "
+                "(comma-separated globs over parameter paths) and may set lr_scale, "
+                "weight_decay_scale, trainable_epochs. Fix: e.g. "
+                f"--config.param_groups.{name}.match='*/norm*/bias'."
+            )
+        if name == "default":
+            raise ConfigError("param_groups.default: 'default' names the ungrouped parameters.")
+        group = ParamGroup(
+            name=name,
+            match=tuple(m.strip() for m in str(spec["match"]).split(",") if m.strip()),
+            lr_scale=float(spec.get("lr_scale", 1.0)),
+            weight_decay_scale=float(spec.get("weight_decay_scale", 1.0)),
+            trainable_epochs=float(spec.get("trainable_epochs", -1.0)),
+        )
+        if not group.match or group.lr_scale <= 0 or group.weight_decay_scale < 0:
+            raise ConfigError(
+                f"param_groups.{name}: needs a non-empty match, lr_scale > 0 and "
+                f"weight_decay_scale >= 0 (got {spec})."
+            )
+        if group.trainable_epochs < 0 and group.trainable_epochs != -1:
+            raise ConfigError(
+                f"param_groups.{name}.trainable_epochs={group.trainable_epochs}: use -1 (the "
+                "whole run), 0 (frozen) or a number of epochs."
+            )
+        groups.append(group)
+    return tuple(groups)
+
+
+def param_path(path) -> str:
+    """The '/'-joined path of a parameter (``jax.tree_util`` key path)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def param_labels(groups: tuple[ParamGroup, ...], params: Any) -> Any:
+    """A tree like ``params`` holding each leaf's group name ("default" for none).
+
+    Raises ConfigError for a parameter matched by two groups or a group matching none,
+    naming the parameters, so a typo cannot silently leave a group empty."""
+    used = {g.name: 0 for g in groups}
+
+    def label(path, _leaf) -> str:
+        name = param_path(path)
+        hits = [g.name for g in groups if any(fnmatch.fnmatchcase(name, m) for m in g.match)]
+        if len(hits) > 1:
+            raise ConfigError(
+                f"parameter {name} is matched by param_groups {hits}; make their match "
+                "globs disjoint."
+            )
+        if hits:
+            used[hits[0]] += 1
+        return hits[0] if hits else "default"
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    empty = [name for name, count in used.items() if not count]
+    if empty:
+        names = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+        raise ConfigError(
+            f"param_groups {empty} match no parameter. The parameters are: "
+            f"{', '.join(names)}. Fix the group's match globs."
+        )
+    return labels
+
+
+class _StopAfterState(NamedTuple):
+    count: jnp.ndarray
+
+
+def stop_after(steps: int) -> optax.GradientTransformation:
+    """Zero updates from step ``steps`` on (a parameter trained only for a while; torch
+    ``requires_grad=False`` from then: no gradient, no momentum, no weight decay)."""
+
+    def init(params):
+        del params
+        return _StopAfterState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        keep = state.count < steps
+        updates = jax.tree.map(lambda u: jnp.where(keep, u, jnp.zeros_like(u)), updates)
+        return updates, _StopAfterState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
+# ---------------------------------------------------------------------- optimizers
+
+
 def create_optimizer(
-    config, schedule: optax.Schedule, total_steps: int | None = None
+    config,
+    schedule: optax.Schedule,
+    total_steps: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> optax.GradientTransformation:
-    """The optimizer named by ``config.optimizer`` with clipping, weight decay and, for
-    ``schedule="plateau"``, the plateau scale.
+    """The optimizer named by ``config.optimizer`` with clipping, weight decay, the
+    ``param_groups`` and, for ``schedule="plateau"``, the plateau scale.
 
     ``total_steps`` (the run's length) is needed only by ``schedule="onecycle"`` with
     ``onecycle_cycle_momentum``, whose momentum (or Adam's ``b1``) then follows
     :func:`onecycle_momentum_schedule` instead of the configured constant, as torch's
-    ``OneCycleLR(cycle_momentum=True)`` overwrites it.
+    ``OneCycleLR(cycle_momentum=True)`` overwrites it. ``steps_per_epoch`` is needed by
+    param groups trained for a number of epochs.
     """
     if config.optimizer not in OPTIMIZERS:
         raise ConfigError(
@@ -445,6 +576,42 @@ def create_optimizer(
     if config.grad_clip_norm < 0:
         raise ConfigError(f"grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).")
     cycled = cycled_momentum(config, total_steps)
+    groups = param_groups(config)
+
+    parts = []
+    if config.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+    if not groups:  # flat, so the optimizer state keeps its layout (checkpoints)
+        parts.extend(_optimizer(config, schedule, config.weight_decay, cycled))
+    else:
+        transforms = {
+            "default": optax.chain(*_optimizer(config, schedule, config.weight_decay, cycled))
+        }
+        for g in groups:
+            if g.trainable_epochs == 0:
+                transforms[g.name] = optax.set_to_zero()
+                continue
+
+            def scaled(count, g=g):
+                return g.lr_scale * schedule(count)
+
+            chain = _optimizer(config, scaled, config.weight_decay * g.weight_decay_scale, cycled)
+            if g.trainable_epochs > 0:
+                if not steps_per_epoch:
+                    raise ValueError("create_optimizer needs steps_per_epoch for trainable_epochs")
+                chain.append(stop_after(round(g.trainable_epochs * steps_per_epoch)))
+            transforms[g.name] = optax.chain(*chain)
+        parts.append(optax.multi_transform(transforms, lambda p: param_labels(groups, p)))
+    if config.schedule == "plateau":
+        parts.append(scale_by_plateau(plateau_mode(config.plateau_metric)))
+    return optax.chain(*parts)
+
+
+def _optimizer(
+    config, schedule: optax.Schedule, weight_decay: float, cycled: optax.Schedule | None
+) -> list[optax.GradientTransformation]:
+    """``config.optimizer`` at ``schedule`` with ``weight_decay`` (coupled L2, or AdamW's
+    decoupled decay), as the parts of a chain."""
 
     def build(factory, momentum_name: str, momentum, **kwargs):
         """``factory`` with its momentum argument constant, or cycled (onecycle)."""
@@ -452,11 +619,8 @@ def create_optimizer(
             return factory(**kwargs, **{momentum_name: momentum})
         return with_scheduled(factory, momentum_name, cycled, **kwargs)
 
-    parts = []
-    if config.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.optimizer == "adamw":
-        parts.append(
+        return [
             build(
                 optax.adamw,
                 "b1",
@@ -464,51 +628,50 @@ def create_optimizer(
                 learning_rate=schedule,
                 b2=config.adam_b2,
                 eps=config.adam_eps,
-                weight_decay=config.weight_decay,
+                weight_decay=weight_decay,
+            )
+        ]
+    parts = []
+    if weight_decay > 0:
+        parts.append(optax.add_decayed_weights(weight_decay))
+    if config.optimizer == "sgd":
+        parts.append(
+            build(
+                optax.sgd,
+                "momentum",
+                config.momentum or None,
+                learning_rate=schedule,
+                nesterov=config.nesterov,
+            )
+        )
+    elif config.optimizer == "rmsprop":
+        parts.append(
+            build(
+                rmsprop,
+                "momentum",
+                config.rmsprop_momentum or None,
+                schedule=schedule,
+                alpha=config.rmsprop_alpha,
+                eps=config.rmsprop_eps,
             )
         )
     else:
-        if config.weight_decay > 0:
-            parts.append(optax.add_decayed_weights(config.weight_decay))
-        if config.optimizer == "sgd":
-            parts.append(
-                build(
-                    optax.sgd,
-                    "momentum",
-                    config.momentum or None,
-                    learning_rate=schedule,
-                    nesterov=config.nesterov,
-                )
+        parts.append(
+            build(
+                optax.adam,
+                "b1",
+                config.adam_b1,
+                learning_rate=schedule,
+                b2=config.adam_b2,
+                eps=config.adam_eps,
             )
-        elif config.optimizer == "rmsprop":
-            parts.append(
-                build(
-                    rmsprop,
-                    "momentum",
-                    config.rmsprop_momentum or None,
-                    schedule=schedule,
-                    alpha=config.rmsprop_alpha,
-                    eps=config.rmsprop_eps,
-                )
-            )
-        else:
-            parts.append(
-                build(
-                    optax.adam,
-                    "b1",
-                    config.adam_b1,
-                    learning_rate=schedule,
-                    b2=config.adam_b2,
-                    eps=config.adam_eps,
-                )
-            )
-    if config.schedule == "plateau":
-        parts.append(scale_by_plateau(plateau_mode(config.plateau_metric)))
-    return optax.chain(*parts)
+        )
+    return parts
 
 
 __all__ = [
     "OPTIMIZERS",
+    "ParamGroup",
     "PLATEAU_THRESHOLD_MODES",
     "SCHEDULES",
     "SCHEDULE_STEPS",
@@ -519,11 +682,14 @@ __all__ = [
     "learning_rate_schedule",
     "onecycle_momentum_schedule",
     "onecycle_schedule",
+    "param_groups",
+    "param_labels",
     "plateau_state",
     "reduce_on_plateau",
     "rmsprop",
     "scale_by_plateau",
     "step_decay_schedule",
+    "stop_after",
     "stepped_per_epoch",
     "update_plateau",
     "with_scheduled",

@@ -1,7 +1,7 @@
 """Classify image files with a trained run.
 
     python -m cifar_jax.predict --workdir=runs/lenet cat.png dog.jpg ... [--top_k=5]
-        [--json] [--checkpoint=latest|best|STEP] [--tta=none|flip|flip_translate]
+        [--json] [--checkpoint=latest|best|STEP] [--tta=none|flip|flip_translate|airbench]
 
 Any format and size Pillow reads: each image is converted to RGB (alpha dropped) and
 resized as a whole to 32x32 (bicubic, antialiased; the aspect ratio is not kept, crop
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import runs
+from cifar_jax import runs, tta
 from cifar_jax.errors import CifarJaxError, ConfigError
 
 IMAGE_SIZE = 32
@@ -113,9 +113,7 @@ def run() -> None:
     )
     top_k = flags.DEFINE_integer("top_k", 5, "Classes to show per image.")
     as_json = flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
-    tta_mode = flags.DEFINE_enum(
-        "tta", "none", ["none", "flip", "flip_translate"], "Test-time augmentation."
-    )
+    tta_mode = flags.DEFINE_enum("tta", "none", list(tta.TTA_MODES), "Test-time augmentation.")
     data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
     flags.mark_flag_as_required("workdir")
 

@@ -162,12 +162,16 @@ def lower_steps(config: Any, platform: str, mesh: Any = None) -> dict[str, str]:
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     model = build_model(config, num_classes_for(config))
     total = max(1, config.num_train_steps or config.num_epochs * 100)
-    tx = optim.create_optimizer(config, optim.learning_rate_schedule(config, 100, total), total)
-    state = jax.eval_shape(lambda: train.create_train_state(model, tx, 0, replicated))
+    schedule = optim.learning_rate_schedule(config, 100, total)
+    tx = optim.create_optimizer(config, schedule, total, 100)
+    lookahead = config.lookahead_every > 0
+    state = jax.eval_shape(
+        lambda: train.create_train_state(model, tx, 0, replicated, lookahead=lookahead)
+    )
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                          state)  # fmt: skip
     mean = std = np.full(3, 0.5, np.float32)
-    train_step, eval_step = train.jit_steps(config, model, tx, mean, std, mesh)
+    train_step, eval_step = train.jit_steps(config, model, tx, mean, std, mesh, total)
     steps = {"train": train_step, "eval": eval_step}
     if config.tta != "none":
         steps["tta"] = jax.jit(train.traced_on(mesh, tta.make_eval_step(model, mean, std,

@@ -184,6 +184,11 @@ def summarize(sweep: ml_collections.ConfigDict, outcomes: dict[str, list[dict]])
             for key in ("test_accuracy", "test_loss", "train_seconds"):
                 row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([d[key] for d in done])
             row["test_accuracy_per_seed"] = [d["test_accuracy"] for d in done]
+            if all("test_accuracy_tta" in d for d in done):  # config.tta, reported apart
+                for key in ("test_accuracy_tta", "test_tta_seconds"):
+                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([d[key] for d in done])
+                row["test_accuracy_tta_per_seed"] = [d["test_accuracy_tta"] for d in done]
+                row["tta"] = done[0]["config"]["tta"]
             row["trainable_params"] = done[0]["trainable_params"]
             row["epochs"] = done[0]["epochs"]
         rows.append(row)
@@ -236,6 +241,23 @@ def to_markdown(summary: dict) -> str:
             f"{row['test_loss_std']:.4f} | {row['trainable_params']:,} | {row['epochs']:g} | "
             f"{row['train_seconds_mean']:.1f} | {row['runs']}{failed} |"
         )
+    tta_rows = [r for r in summary["rows"] if "test_accuracy_tta_mean" in r]
+    if tta_rows:
+        lines += [
+            "",
+            "With the config's test-time augmentation (its own evaluation after training; "
+            "time = train time + TTA evaluation, compile included):",
+            "",
+            "| variant | TTA | test accuracy with TTA (%) | per seed | train + TTA time (s) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in tta_rows:
+            per_seed = ", ".join(f"{100 * a:.2f}" for a in row["test_accuracy_tta_per_seed"])
+            seconds = row["train_seconds_mean"] + row["test_tta_seconds_mean"]
+            lines.append(
+                f"| {row['variant']} | {row['tta']} | {100 * row['test_accuracy_tta_mean']:.2f} "
+                f"± {100 * row['test_accuracy_tta_std']:.2f} | {per_seed} | {seconds:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -59,6 +60,8 @@ class TrainState:
     rng: jnp.ndarray
     # Best validation result so far, for the best checkpoint and early stopping.
     val_tracker: validation.ValTracker
+    # The weight average of config.lookahead_every ({"params", "batch_stats"}); None = off.
+    lookahead: Any = None
 
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
@@ -99,9 +102,20 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: flo
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, seed: int, sharding: NamedSharding
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seed: int,
+    sharding: NamedSharding,
+    *,
+    init_images: np.ndarray | None = None,
+    lookahead: bool = False,
 ) -> TrainState:
-    """Initializes parameters and optimizer state from ``seed``, placed with ``sharding``."""
+    """Initializes parameters and optimizer state from ``seed``, placed with ``sharding``.
+
+    ``init_images`` (normalized training images) feed the model's data-dependent
+    initializer, if it has one (``init_from_data``, e.g. airbench94's whitening stem);
+    ``lookahead`` starts the weight average (config.lookahead_every) at the initial state.
+    """
 
     def init() -> TrainState:
         init_key, params_key, dropout_key, train_key = jax.random.split(jax.random.key(seed), 4)
@@ -112,16 +126,63 @@ def create_train_state(
             train=False,
         )
         params = variables["params"]
+        if init_images is not None and hasattr(model, "init_from_data"):
+            params = model.init_from_data(params, init_images)  # host numpy: constants
+        batch_stats = variables.get("batch_stats", {})
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=batch_stats,
             opt_state=tx.init(params),
             rng=jax.random.key_data(train_key),
             val_tracker=validation.init_tracker(),
+            lookahead={"params": params, "batch_stats": batch_stats} if lookahead else None,
         )
 
     return jax.jit(init, out_shardings=sharding)()
+
+
+@dataclasses.dataclass(frozen=True)
+class Lookahead:
+    """airbench94's lookahead (config.lookahead_*): every ``every`` steps the average
+    moves toward the weights by ``1 - decay * (step / total_steps) ** power`` and the
+    weights jump to it; the last step leaves the weights at the average."""
+
+    every: int
+    total_steps: int
+    decay: float
+    power: float
+
+    @classmethod
+    def from_config(cls, config: Any, total_steps: int | None) -> Lookahead | None:
+        if not config.get("lookahead_every", 0):
+            return None
+        if not total_steps:
+            raise ValueError("lookahead needs the run's total_steps")
+        return cls(
+            int(config.lookahead_every),
+            int(total_steps),
+            float(config.lookahead_decay),
+            float(config.lookahead_power),
+        )
+
+    def apply(self, state: TrainState) -> TrainState:
+        """``state`` (after its update, ``state.step`` already advanced) with the
+        average updated and the weights replaced where this step is a lookahead step."""
+        step = state.step
+        weights = {"params": state.params, "batch_stats": state.batch_stats}
+        on_period = step % self.every == 0
+        fraction = step.astype(jnp.float32) / self.total_steps
+        decay = self.decay * fraction**self.power
+        average = jax.tree.map(
+            lambda a, w: jnp.where(on_period, a + (1 - decay) * (w - a), a),
+            state.lookahead,
+            weights,
+        )
+        # airbench: the weights take the average on lookahead steps and after the last one.
+        take = on_period | (step >= self.total_steps)
+        weights = jax.tree.map(lambda a, w: jnp.where(take, a, w), average, weights)
+        return state.replace(lookahead=average, **weights)
 
 
 _MIX_STREAM = 0x6D6978  # folded into the step's dropout key for the mixup / cutmix draws
@@ -151,6 +212,7 @@ def make_train_step(
     *,
     loss: losses.Loss | None = None,
     mix: augment.MixConfig | None = None,
+    lookahead: Lookahead | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, metrics.TrainMetrics]]:
     """One optimizer step on a global batch of uint8 images (normalized here, on device).
 
@@ -160,7 +222,7 @@ def make_train_step(
 
     With ``skip_nonfinite`` a step whose loss, gradients or updated parameters are NaN/Inf
     leaves params, statistics and optimizer state unchanged (only the step counter
-    advances).
+    advances). ``lookahead`` averages the weights (:class:`Lookahead`), after that check.
     """
     loss = loss or losses.cross_entropy_loss(label_smoothing)
 
@@ -195,6 +257,8 @@ def make_train_step(
             new_state = jax.tree.map(
                 lambda new, old: jnp.where(finite, new, old), new_state, unchanged
             )
+        if lookahead is not None:
+            new_state = lookahead.apply(new_state)
         step_metrics = metrics.batch_metrics(
             metrics.TrainMetrics, logits, batch["label"], per_example
         )
@@ -235,8 +299,11 @@ def jit_steps(
     mean: np.ndarray,
     std: np.ndarray,
     mesh: Mesh,
+    total_steps: int | None = None,
 ) -> tuple[Callable, Callable]:
     """The jitted (train_step, eval_step) of a run, sharded over ``mesh``.
+
+    ``total_steps`` (the run's length) is needed by config.lookahead_every.
 
     The one place the run's steps are built, so ``python -m cifar_jax.bench`` times exactly
     what :func:`train_and_evaluate` runs. The train state (argument 0) is donated.
@@ -251,6 +318,7 @@ def jit_steps(
         skip_nonfinite=config.nonfinite_loss == "skip",
         loss=losses.make_loss(config),
         mix=augment.MixConfig.from_config(config),
+        lookahead=Lookahead.from_config(config, total_steps),
     )
     train_step = jax.jit(
         traced_on(mesh, train_step),
@@ -424,6 +492,15 @@ def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict
         checkpoint.save(manager, step, state, data_state)
 
 
+def _reached_target_at(results_path: str, step: int) -> bool:
+    """Whether the results of this workdir say config.target_accuracy stopped it at
+    ``step`` (a rerun then returns them instead of training on)."""
+    if not os.path.exists(results_path):
+        return False
+    with open(results_path, encoding="utf-8") as f:
+        return json.load(f).get("target_step") == step
+
+
 def _run_shape() -> dict[str, int]:
     return {"num_devices": jax.device_count(), "num_processes": jax.process_count()}
 
@@ -545,14 +622,30 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     # Model, optimizer, state.
     model = models.build_model(config, dataset.num_classes)
     schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule, total_steps)
-    state = create_train_state(model, tx, config.seed, replicated)
+    tx = optim.create_optimizer(config, schedule, total_steps, steps_per_epoch)
+    init_images = None
+    if hasattr(model, "init_from_data"):  # e.g. airbench94's whitening stem
+        first = dataset.train.images[: config.data_init_examples]
+        init_images = np.asarray(pipeline.normalize(first, mean, std))
+    state = create_train_state(
+        model,
+        tx,
+        config.seed,
+        replicated,
+        init_images=init_images,
+        lookahead=config.lookahead_every > 0,
+    )
     trainable_params = models.count_trainable_params(state.params)
     _console(
         f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
         f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
         f"{runtime.process_setup()}."
     )
+    if config.get("half_precision", False):  # one line; on a CPU without bf16: "SLOWER"
+        _console(
+            f"half_precision: {onednn.half_precision_note()[0]}; params, optimizer state, "
+            "BatchNorm statistics and the loss stay float32."
+        )
 
     # Resume if the workdir holds checkpoints.
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
@@ -562,6 +655,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     start_step = int(state.step)
     results_path = os.path.join(workdir, "results.json")
     finished = start_step == total_steps or validation.should_stop(state, config)
+    finished = finished or _reached_target_at(results_path, start_step)
     if finished and os.path.exists(results_path):
         _console(f"{workdir} holds a finished run; its results are in {results_path}.")
         manager.close()
@@ -577,7 +671,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
     # Compile ahead of time so compile time is measured apart from training.
-    train_step, eval_step = jit_steps(config, model, tx, mean, std, mesh)
+    train_step, eval_step = jit_steps(config, model, tx, mean, std, mesh, total_steps)
     example_batch = {
         "image": jax.ShapeDtypeStruct(
             (config.batch_size, 32, 32, 3), jnp.uint8, sharding=batch_sharding
@@ -597,6 +691,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     steady_images = 0
     validation_update = validation.make_validation_update(config, replicated)
     stopped_early = validation.should_stop(state, config)  # resumed after stopping early
+    target: dict[str, Any] | None = None  # config.target_accuracy, once reached
     last_step = start_step if stopped_early else total_steps
     loop_start = time.perf_counter()
     progress.reset_clock(start_step)
@@ -635,6 +730,25 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                     best.save(step, state, train_iter.get_state())
                 stopped_early = validation.should_stop(state, config)
                 paused = True
+            if config.target_accuracy and end_of_epoch:
+                if not (dataset.val is not None and paused):  # no validation result this epoch
+                    split = dataset.val if dataset.val is not None else dataset.test
+                    val = evaluate(eval_step, state, split, eval_batch_size, batch_sharding)
+                    paused = True
+                if val["accuracy"] >= config.target_accuracy:
+                    target = {
+                        "target_accuracy": config.target_accuracy,
+                        "target_split": "val" if dataset.val is not None else "test",
+                        "target_step": step,
+                        "target_epoch": epoch,
+                        "time_to_target_seconds": pause_start - loop_start - paused_seconds,
+                    }
+                    _console(
+                        f"Target accuracy {config.target_accuracy} reached after epoch {epoch} "
+                        f"({target['target_split']} accuracy {val['accuracy']:.4f}), "
+                        f"{target['time_to_target_seconds']:.1f} s of training."
+                    )
+                    stopped_early = True
             multi = jax.process_count() > 1
             stopping = stop.requested(all_processes=multi and step % config.log_every_steps == 0)
             if step % checkpoint_every == 0 or step == total_steps or stopping or stopped_early:
@@ -655,10 +769,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                 paused_seconds += time.perf_counter() - pause_start
                 progress.reset_clock(step)
             if stopped_early:
-                _console(
-                    f"Early stopping after epoch {epoch}: no better {config.best_metric} in "
-                    f"{config.early_stopping_patience} evaluations."
-                )
+                if target is None:
+                    _console(
+                        f"Early stopping after epoch {epoch}: no better {config.best_metric} "
+                        f"in {config.early_stopping_patience} evaluations."
+                    )
                 break
     monitor.flush()
 
@@ -672,7 +787,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     final_step = int(state.step)
     tested = validation.test_checkpoint(config)
     test_state = best.restore(state) if tested == "best" else state
+    test_start = time.perf_counter()
     test = evaluate(eval_step, test_state, dataset.test, eval_batch_size, batch_sharding)
+    test_seconds = time.perf_counter() - test_start
     _console(f"Test: loss {test['loss']:.4f} | accuracy {test['accuracy']:.4f}")
     writer.write_scalars(final_step, {"split": "test", **test})
     test_tta = None
@@ -682,7 +799,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             in_shardings=(replicated, batch_sharding),
             out_shardings=replicated,
         )
+        tta_start = time.perf_counter()
         test_tta = evaluate(tta_step, test_state, dataset.test, eval_batch_size, batch_sharding)
+        test_tta["seconds"] = time.perf_counter() - tta_start  # compile included
         _console(
             f"Test with TTA {config.tta}: loss {test_tta['loss']:.4f} | "
             f"accuracy {test_tta['accuracy']:.4f}"
@@ -698,6 +817,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         "train_seconds": train_seconds,
         "train_images_per_second": steady_images / steady_seconds if steady_images else None,
         "compile_seconds": compile_seconds,
+        # The final test evaluation (its first batch compiles the eval step).
+        "test_seconds": test_seconds,
         "resumed_from_step": start_step,
         "skipped_nonfinite_steps": monitor.skipped,
         "seed": config.seed,
@@ -718,6 +839,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if test_tta is not None:
         results["test_accuracy_tta"] = test_tta["accuracy"]
         results["test_loss_tta"] = test_tta["loss"]
+        results["test_tta_seconds"] = test_tta["seconds"]
+    if config.target_accuracy:
+        results["target_reached"] = target is not None
+        results.update(target or {"target_accuracy": config.target_accuracy})
     if is_main:
         with workdir_lib.write_errors("results.json", workdir):
             workdir_lib.write_json_atomic(results_path, results)

@@ -42,6 +42,8 @@ EXPECTED = {
     "c100_advanced": (20, 3_382_868),
     "c100_resnet": (20, 4_330_324),
     "resnet_5m": (10, 4_662_098),
+    # Not a report model: airbench94.py's make_net() (tests/test_airbench.py).
+    "airbench94": (10, 1_972_792),
 }
 
 
@@ -91,7 +93,7 @@ def resnet_formula(stem, widths, blocks, strides, classes, bn=True):
 # ----------------------------------------------------------------- counts
 def test_model_names_are_the_reproduction_ids():
     assert set(MODEL_NAMES) == set(EXPECTED)
-    assert len(MODEL_NAMES) == 15
+    assert len(MODEL_NAMES) == 16
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -14,6 +14,14 @@ only as uniform floats (``Generator.integers`` consumes a variable amount of the
 So enabling one augmentation never changes the randomness of another, and the draws for
 a global batch do not depend on how many processes split it (each keeps its rows).
 
+Horizontal flip, ``flip_mode``: "random" flips each image of each batch with
+probability 1/2 (its draw ``u["flip"]``); "alternating" is airbench's scheme: each image
+has a fixed random base flip for the whole run (:func:`base_flips`, a function of the
+seed and the image's index in the split only) and epoch ``e`` flips it iff ``base XOR (e
+odd)`` (:func:`alternating_flips`), so every image is seen mirrored in exactly one of
+any two consecutive epochs. The pipeline passes that mask as ``u["flip_mask"]``; the
+``u["flip"]`` draw is still made (and ignored), so the draw order never changes.
+
 Order of application, fixed: random crop, horizontal flip, AutoAugment, colour jitter,
 rotation, random erasing, cutout. Erasing and cutout fill with ``fill`` (the
 normalization mean as uint8), i.e. with 0 after normalization, which is what
@@ -24,6 +32,7 @@ torchvision's ``RandomErasing(value=0)`` after ``Normalize`` and the reference c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -35,6 +44,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from cifar_jax.data.pipeline import AugmentConfig
 
 AUTOAUGMENT_POLICIES = ("none", "cifar10")
+FLIP_MODES = ("random", "alternating")
+# Third entropy word of the base-flip generator: keeps its stream apart from the epoch
+# permutations' default_rng([seed, epoch]) (which pad to [seed, epoch, 0, ...]).
+_BASE_FLIP_STREAM = 0x666C6970  # "flip"
 # Tries at finding an erasing rectangle that fits, as torchvision.
 _ERASING_TRIES = 10
 
@@ -87,6 +100,25 @@ def random_flip(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
     out = images.copy()
     out[flip] = images[flip][:, :, ::-1, :]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def base_flips(seed: int, num_examples: int) -> np.ndarray:
+    """The alternating flip's per-image base flip (epoch 0), read-only (N,) bool.
+
+    Each image of the training split is flipped with probability 1/2, a pure function of
+    ``(seed, example index)`` (one draw per example of a generator seeded by ``seed``),
+    so any step, any resume and any number of processes agree. Cached: one draw per run.
+    """
+    rng = np.random.default_rng([seed, 0, _BASE_FLIP_STREAM])
+    flips = rng.random(num_examples) < 0.5
+    flips.setflags(write=False)
+    return flips
+
+
+def alternating_flips(base: np.ndarray, epoch: int) -> np.ndarray:
+    """Which images epoch ``epoch`` flips: ``base`` on even epochs, its complement on odd."""
+    return np.logical_xor(base, bool(int(epoch) % 2))
 
 
 def inverse_affine_matrices(
@@ -547,16 +579,29 @@ def sample_params(rng: np.random.Generator, n: int, aug: AugmentConfig) -> dict[
     return u
 
 
+def _flip_mask(u: dict[str, np.ndarray], aug: AugmentConfig) -> np.ndarray:
+    if aug.flip_mode == "random":
+        return u["flip"] < 0.5
+    if "flip_mask" not in u:
+        raise ValueError(
+            "flip_mode='alternating' needs each image's flip for the epoch in "
+            "u['flip_mask'] (alternating_flips(base_flips(seed, n)[indices], epoch)); the "
+            "train pipeline sets it."
+        )
+    return np.asarray(u["flip_mask"], bool)
+
+
 def apply_augmentations(
     images: np.ndarray, u: dict[str, np.ndarray], aug: AugmentConfig
 ) -> np.ndarray:
     """Applies the enabled augmentations of ``aug`` with the draws ``u`` (rows of
-    :func:`sample_params`), in the module's fixed order."""
+    :func:`sample_params`, plus ``u["flip_mask"]`` with ``flip_mode="alternating"``), in
+    the module's fixed order."""
     size = images.shape[1:3]
     if aug.crop_padding:
         images = random_crop(images, u["crop_offsets"], aug.crop_padding, aug.crop_padding_mode)
     if aug.flip:
-        images = random_flip(images, u["flip"] < 0.5)
+        images = random_flip(images, _flip_mask(u, aug))
     if aug.autoaugment == "cifar10":
         images = autoaugment(images, u["aa_policy"], u["aa_prob"], u["aa_sign"])
     if aug.brightness or aug.contrast or aug.saturation or aug.hue:
@@ -671,6 +716,7 @@ def mixed_targets(labels: jnp.ndarray, lam: jnp.ndarray, num_classes: int) -> jn
 __all__ = [
     "AUTOAUGMENT_POLICIES",
     "CIFAR10_POLICY",
+    "FLIP_MODES",
     "MixConfig",
     "adjust_brightness",
     "adjust_contrast",
@@ -678,9 +724,11 @@ __all__ = [
     "adjust_saturation",
     "adjust_sharpness",
     "affine_nearest",
+    "alternating_flips",
     "apply_augmentations",
     "autoaugment",
     "autocontrast",
+    "base_flips",
     "color_jitter",
     "cutout_boxes",
     "equalize",

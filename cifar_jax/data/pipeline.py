@@ -7,7 +7,11 @@ is drawn per global batch from ``(seed, step)`` and applied vectorised to the ba
 which on CPU is several times faster than per-image maps. Every process draws the same
 global-batch randomness and augments only its own slice of the batch, so 1 process and N
 processes see exactly the same images. The ops are in :mod:`cifar_jax.data.augment`;
-mixup / cutmix, which mix images across the batch, run in the jitted train step.
+mixup / cutmix, which mix images across the batch, run in the jitted train step. With
+``flip_mode="alternating"`` the flips are not drawn per batch: each image's base flip is
+a function of ``(seed, example index)`` and each epoch flips exactly the images the
+previous one did not (see :mod:`cifar_jax.data.augment`), so they too are the same for
+any step, resume and process count.
 
 Because a batch is a pure function of its step, the iterator state Grain checkpoints is
 just the next index: a resumed run sees exactly the batches an uninterrupted run sees.
@@ -46,6 +50,10 @@ class AugmentConfig:
     crop_padding: int = 0
     crop_padding_mode: str = "constant"
     flip: bool = False
+    # How ``flip`` chooses the images it mirrors: "random" (each image of each batch with
+    # probability 1/2) or "alternating" (airbench: a fixed random half in even epochs,
+    # the other half in odd epochs; see augment.base_flips / alternating_flips).
+    flip_mode: str = "random"
     # AutoAugment policy: "none" or "cifar10" (torchvision's AutoAugmentPolicy.CIFAR10).
     autoaugment: str = "none"
     # ColorJitter strengths (0 = that op off).
@@ -79,6 +87,17 @@ class AugmentConfig:
             raise ConfigError(
                 f"random_crop_padding={config.random_crop_padding} must be >= 0 (0 = no crop)."
             )
+        flip_mode = config.get("flip_mode", "random")
+        if flip_mode not in augment.FLIP_MODES:
+            raise ConfigError(
+                f"flip_mode={flip_mode!r} is not known; use one of {augment.FLIP_MODES}."
+            )
+        if flip_mode == "alternating" and not config.random_flip:
+            raise ConfigError(
+                "flip_mode='alternating' chooses which images random_flip mirrors, but "
+                "random_flip=False; set --config.random_flip=True, or "
+                "--config.flip_mode=random."
+            )
         if config.autoaugment not in augment.AUTOAUGMENT_POLICIES:
             raise ConfigError(
                 f"autoaugment={config.autoaugment!r} is not known; use one of "
@@ -91,6 +110,7 @@ class AugmentConfig:
             crop_padding=int(config.random_crop_padding),
             crop_padding_mode=config.crop_padding_mode,
             flip=bool(config.random_flip),
+            flip_mode=flip_mode,
             autoaugment=config.autoaugment,
             brightness=float(config.color_jitter_brightness),
             contrast=float(config.color_jitter_contrast),
@@ -127,19 +147,28 @@ def process_slice(global_batch_size: int, process_index: int, process_count: int
 
 @dataclasses.dataclass(frozen=True)
 class _TrainBatch:
-    """Maps a window of shuffled indices to an augmented local batch (picklable)."""
+    """Maps a window ``(shuffled indices, epoch)`` to an augmented local batch (picklable).
+
+    ``seed`` seeds the alternating flip's per-image base flips (unused in random mode).
+    """
 
     split: ArraySplit
     aug: AugmentConfig
     rows: slice
+    seed: int = 0
 
-    def __call__(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def __call__(
+        self, window: tuple[np.ndarray, int], rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        indices, epoch = window
         # The randomness is drawn for the global batch; each process augments its own rows.
         draws = augment.sample_params(rng, len(indices), self.aug)
         own = indices[self.rows]
-        images = augment.apply_augmentations(
-            self.split.images[own], {k: v[self.rows] for k, v in draws.items()}, self.aug
-        )
+        local = {k: v[self.rows] for k, v in draws.items()}
+        if self.aug.flip and self.aug.flip_mode == "alternating":
+            base = augment.base_flips(self.seed, len(self.split))
+            local["flip_mask"] = augment.alternating_flips(base[own], epoch)
+        images = augment.apply_augmentations(self.split.images[own], local, self.aug)
         return {"image": images, "label": self.split.labels[own]}
 
 
@@ -166,15 +195,19 @@ def train_dataset(
             f"batch_size={global_batch_size} is larger than the training split "
             f"({len(split)} examples); use a smaller batch_size."
         )
+    if aug.flip_mode not in augment.FLIP_MODES:
+        raise ConfigError(
+            f"flip_mode={aug.flip_mode!r} is not known; use one of {augment.FLIP_MODES}."
+        )
     windows = grain.MapDataset.range(num_steps).map(
         _ShuffledWindow(len(split), per_epoch, global_batch_size, seed)
     )
     # `seed` makes random_map's per-index generator a function of (seed, step) only.
-    return windows.seed(seed + 1).random_map(_TrainBatch(split, aug, rows))
+    return windows.seed(seed + 1).random_map(_TrainBatch(split, aug, rows, seed))
 
 
 class _ShuffledWindow:
-    """Maps a global step to the example indices of its batch.
+    """Maps a global step to the example indices of its batch and its epoch.
 
     Each epoch is its own seeded permutation of the split, a pure function of
     ``(seed, epoch)``; the permutation of the current epoch is cached (thread-safe) so
@@ -192,13 +225,13 @@ class _ShuffledWindow:
     def permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
 
-    def __call__(self, step: int) -> np.ndarray:
+    def __call__(self, step: int) -> tuple[np.ndarray, int]:
         epoch, within = divmod(int(step), self.per_epoch)
         with self._lock:
             if self._cached[0] != epoch:
                 self._cached = (epoch, self.permutation(epoch))
             perm = self._cached[1]
-        return perm[within * self.batch_size : (within + 1) * self.batch_size]
+        return perm[within * self.batch_size : (within + 1) * self.batch_size], epoch
 
     def __getstate__(self):  # picklable for Grain worker processes
         return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_cached")}

@@ -36,10 +36,13 @@ class ConvBNAct(nn.Module):
             padding=pad,
             use_bias=self.use_bias,
             init=self.options.kernel_init,
+            dtype=self.options.dtype,
             name="conv",
         )(x)
         if self.batch_norm:
-            x = layers.batch_norm(train=train, momentum=self.options.bn_momentum, name="bn")(x)
+            x = layers.batch_norm(
+                train=train, momentum=self.options.bn_momentum, dtype=self.options.dtype, name="bn"
+            )(x)
         return layers.Activation(self.options.activation, name="act")(x)
 
 
@@ -63,7 +66,9 @@ class BasicBlock(nn.Module):
         def norm(y: jax.Array, name: str) -> jax.Array:
             if not self.batch_norm:
                 return y
-            return layers.batch_norm(train=train, momentum=opts.bn_momentum, name=name)(y)
+            return layers.batch_norm(
+                train=train, momentum=opts.bn_momentum, dtype=opts.dtype, name=name
+            )(y)
 
         in_features = x.shape[-1]
         out = layers.conv(
@@ -74,6 +79,7 @@ class BasicBlock(nn.Module):
             padding=1,
             use_bias=use_bias,
             init=opts.kernel_init,
+            dtype=opts.dtype,
             name="conv1",
         )(x)
         out = fast_ops.materialize(
@@ -87,6 +93,7 @@ class BasicBlock(nn.Module):
             padding=1,
             use_bias=use_bias,
             init=opts.kernel_init,
+            dtype=opts.dtype,
             name="conv2",
         )(out)
         out = norm(out, "bn2")
@@ -100,6 +107,7 @@ class BasicBlock(nn.Module):
                 padding=0,
                 use_bias=use_bias,
                 init=opts.kernel_init,
+                dtype=opts.dtype,
                 name="shortcut_conv",
             )(x)
             shortcut = norm(shortcut, "shortcut_bn")
@@ -131,10 +139,12 @@ class MLPHead(nn.Module):
                 x, deterministic=not train
             )
         for i, width in enumerate(self.hidden, start=1):
-            x = layers.dense(width, in_features=x.shape[-1], name=f"fc{i}")(x)
+            x = layers.dense(width, in_features=x.shape[-1], dtype=opts.dtype, name=f"fc{i}")(x)
             act = layers.Activation(opts.activation, name=f"act{i}")
             if self.batch_norm:
-                bn = layers.batch_norm(train=train, momentum=opts.bn_momentum, name=f"bn{i}")
+                bn = layers.batch_norm(
+                    train=train, momentum=opts.bn_momentum, dtype=opts.dtype, name=f"bn{i}"
+                )
                 x = act(bn(x)) if self.bn_before_act else bn(act(x))
             else:
                 x = act(x)
@@ -142,9 +152,15 @@ class MLPHead(nn.Module):
                 x = layers.dropout(self.dropout_rate, name=f"dropout{i}")(
                     x, deterministic=not train
                 )
-        return layers.dense(
-            self.num_classes, in_features=x.shape[-1], name=f"fc{len(self.hidden) + 1}"
+        logits = layers.dense(
+            self.num_classes,
+            in_features=x.shape[-1],
+            dtype=opts.dtype,
+            name=f"fc{len(self.hidden) + 1}",
         )(x)
+        # The logits in float32 whatever the compute dtype: the loss, its gradient and
+        # every metric are float32 (config.half_precision).
+        return logits.astype(jnp.float32)
 
 
 class MaxPool2x2(nn.Module):

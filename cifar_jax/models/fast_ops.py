@@ -13,7 +13,8 @@ drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.
 
 Convolution. On one CPU device, float32 convolutions go through oneDNN
 (:mod:`cifar_jax.models.onednn`: 1.3-5.4x faster fwd+bwd than XLA's, whole steps
-1.1-1.6x), except on maps smaller than the kernel, where im2col (below) is faster still.
+1.1-1.6x; bfloat16 ones too where the CPU has bf16 hardware, for half_precision),
+except on maps smaller than the kernel, where im2col (below) is faster still.
 Maps smaller than the kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU
 rewrites those into a batch-as-feature convolution that is ~100x slower, and oneDNN is
 1.3-1.6x slower than :func:`conv_im2col` (patch extraction + one matmul; backward by
@@ -189,7 +190,8 @@ def conv_general_dilated(
 
     On CPU (decided at trace time), for an undilated, ungrouped NHWC/HWIO conv: on a map
     smaller than its kernel :func:`conv_im2col` (square, symmetric); otherwise oneDNN's
-    conv (:mod:`cifar_jax.models.onednn`, float32, where it built); without
+    conv (:mod:`cifar_jax.models.onednn`, float32, or bfloat16 on bf16 hardware, where
+    it built); without
     oneDNN, LeNet's 3->6 5x5 first conv as
     :func:`cifar_jax.models.small_conv.conv_small_cin`. Everything else, and every conv
     on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
@@ -272,29 +274,31 @@ def batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, jnp.maximum(0.0, mean_sq - lax.square(mean))
 
 
-def normalize(x, mean, var, scale, bias, epsilon: float) -> jax.Array:
-    """``(x - mean) * (scale * rsqrt(var + eps)) + bias``, flax's ``_normalize`` order."""
+def normalize(x, mean, var, scale, bias, epsilon: float, dtype=None) -> jax.Array:
+    """``(x - mean) * (scale * rsqrt(var + eps)) + bias``, flax's ``_normalize`` order, in
+    float32 for a bfloat16 ``x`` (float32 statistics promote it); the result has ``dtype``
+    (None: ``x``, scale and bias promoted, as flax)."""
     y = (x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias
-    return y.astype(jnp.result_type(x, scale, bias))
+    return y.astype(dtype or jnp.result_type(x, scale, bias))
 
 
-def _bn_train_autodiff(x, scale, bias, epsilon: float):
+def _bn_train_autodiff(x, scale, bias, epsilon: float, dtype=None):
     mean, var = batch_stats(x)
-    return normalize(x, mean, var, scale, bias, epsilon), mean, var
+    return normalize(x, mean, var, scale, bias, epsilon, dtype), mean, var
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _bn_train_cpu(x, scale, bias, epsilon: float):
-    return _bn_train_autodiff(x, scale, bias, epsilon)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _bn_train_cpu(x, scale, bias, epsilon: float, dtype=None):
+    return _bn_train_autodiff(x, scale, bias, epsilon, dtype)
 
 
-def _bn_train_cpu_fwd(x, scale, bias, epsilon: float):
-    y, mean, var = _bn_train_autodiff(x.value, scale.value, bias.value, epsilon)
+def _bn_train_cpu_fwd(x, scale, bias, epsilon: float, dtype=None):
+    y, mean, var = _bn_train_autodiff(x.value, scale.value, bias.value, epsilon, dtype)
     return (y, mean, var), (x.value, mean, lax.rsqrt(var + epsilon), scale.value)
 
 
-def _bn_train_cpu_bwd(epsilon: float, residuals, cotangents):
-    del epsilon  # folded into the saved rsqrt
+def _bn_train_cpu_bwd(epsilon: float, dtype, residuals, cotangents):
+    del epsilon, dtype  # epsilon is folded into the saved rsqrt
     x, mean, rstd, scale = residuals
     dy, dmean, dvar = cotangents
     axes = tuple(range(x.ndim - 1))
@@ -317,14 +321,17 @@ _bn_train_cpu.defvjp(_bn_train_cpu_fwd, _bn_train_cpu_bwd, symbolic_zeros=True)
 
 
 def use_fast_batch_norm(x: jax.Array) -> bool:
-    """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32."""
+    """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32
+    (bfloat16 activations take the autodiff form, whose statistics are float32 too)."""
     return lowering.cpu_kernels_on() and x.dtype == jnp.float32
 
 
 def batch_norm_train(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, dtype=None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: ``(y, batch mean, batch var)``.
+    ``y`` has ``dtype`` (None: ``x``, scale and bias promoted); the statistics are float32
+    (also for a bfloat16 ``x``, which the autodiff form below then gets).
 
     The values are flax ``nn.BatchNorm``'s. Its gradient, by autodiff through
     ``E[x^2] - E[x]^2`` and the broadcasts, is on XLA:CPU a chain of reductions and
@@ -336,5 +343,5 @@ def batch_norm_train(
     programs are unchanged.
     """
     if use_fast_batch_norm(x):
-        return _bn_train_cpu(x, scale, bias, epsilon)
-    return _bn_train_autodiff(x, scale, bias, epsilon)
+        return _bn_train_cpu(x, scale, bias, epsilon, dtype)
+    return _bn_train_autodiff(x, scale, bias, epsilon, dtype)

@@ -11,6 +11,7 @@ import dataclasses
 import math
 import types
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -107,6 +108,20 @@ _TORCH_KERNEL_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "unif
 _KAIMING_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def dirac_kernel_init(base: nn.initializers.Initializer) -> nn.initializers.Initializer:
+    """``base`` with filter ``o`` of the first ``in_channels`` outputs set to the identity
+    on input channel ``o`` (torch ``nn.init.dirac_(w[:w.size(1)])``); HWIO kernels."""
+
+    def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+        kh, kw, cin, cout = shape
+        kernel = base(key, shape, dtype)
+        n = min(cin, cout)
+        identity = jnp.zeros((kh, kw, cin, n), dtype).at[kh // 2, kw // 2].set(jnp.eye(cin, n))
+        return kernel.at[..., :n].set(identity)
+
+    return init
+
+
 # ------------------------------------------------------------------ layers
 def conv(
     features: int,
@@ -117,6 +132,8 @@ def conv(
     padding: int = 0,
     use_bias: bool = True,
     init: str = "pytorch",
+    dirac: bool = False,
+    dtype: Any = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
     """A square 2-D convolution with torch semantics: symmetric zero padding of ``padding``.
@@ -124,8 +141,11 @@ def conv(
     Explicit symmetric padding (not flax's "SAME") keeps strided convs aligned like torch's.
     ``in_features`` is only needed for torch's fan-in dependent bias init. ``init`` is
     "pytorch" (torch's default uniform weight and bias init) or "kaiming" (He normal,
-    fan_out, zero bias, as torchvision ResNets). This is the one place convolutions are
-    created, so a faster conv path can be swapped in here.
+    fan_out, zero bias, as torchvision ResNets). ``dirac`` replaces the first
+    ``in_features`` filters by the identity (torch ``dirac_``, as airbench). This is the one
+    place convolutions are created, so a faster conv path can be swapped in here.
+    ``dtype`` is the compute dtype (flax's: input and kernel are cast to it, the output
+    has it; ``jnp.bfloat16`` for config.half_precision); params stay float32.
     """
     check_kernel_init(init)
     fan_in = in_features * kernel_size * kernel_size
@@ -133,6 +153,8 @@ def conv(
         kernel_init, bias_init = _TORCH_KERNEL_INIT, torch_uniform_bias_init(fan_in)
     else:
         kernel_init, bias_init = _KAIMING_CONV_INIT, nn.initializers.zeros
+    if dirac:  # the first in_features filters start as the identity (airbench)
+        kernel_init = dirac_kernel_init(kernel_init)
     return nn.Conv(
         features,
         (kernel_size, kernel_size),
@@ -141,6 +163,8 @@ def conv(
         use_bias=use_bias,
         kernel_init=kernel_init,
         bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
         # CPU: convs on maps smaller than the kernel as im2col (fast_ops.use_im2col);
         # GPU/TPU and all other convs: plain lax.conv_general_dilated. Same params.
         conv_general_dilated=fast_ops.conv_general_dilated,
@@ -153,18 +177,21 @@ def dense(
     *,
     in_features: int,
     use_bias: bool = True,
+    dtype: Any = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
     """A fully connected layer with torch's default (nn.Linear) init.
 
     torchvision keeps the Linear default even when convs use Kaiming init, so this does
-    not depend on ``kernel_init``.
+    not depend on ``kernel_init``. ``dtype``: the compute dtype (params stay float32).
     """
     return nn.Dense(
         features,
         use_bias=use_bias,
         kernel_init=_TORCH_KERNEL_INIT,
         bias_init=torch_uniform_bias_init(in_features),
+        dtype=dtype,
+        param_dtype=jnp.float32,
         name=name,
     )
 
@@ -175,11 +202,17 @@ class BatchNorm(nn.Module):
     training form is :func:`fast_ops.batch_norm_train`, whose gradient is hand-written
     on CPU (train steps ~4% faster). Checkpoints are interchangeable with
     ``nn.BatchNorm``'s.
+
+    ``dtype`` is the output's dtype, as flax's (None: that of ``x``, scale and bias
+    promoted). Statistics, running averages, scale and bias are always float32: with
+    bfloat16 activations the mean, variance and normalization are computed in float32
+    and only the result is bfloat16.
     """
 
     use_running_average: bool
     momentum: float = 0.9
     epsilon: float = 1e-5
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -189,8 +222,10 @@ class BatchNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
         if self.use_running_average:
-            return fast_ops.normalize(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
-        y, mean, var = fast_ops.batch_norm_train(x, scale, bias, self.epsilon)
+            return fast_ops.normalize(
+                x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.dtype
+            )
+        y, mean, var = fast_ops.batch_norm_train(x, scale, bias, self.epsilon, self.dtype)
         if not self.is_initializing():
             m = self.momentum
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
@@ -198,9 +233,14 @@ class BatchNorm(nn.Module):
         return y
 
 
-def batch_norm(*, train: bool, momentum: float, name: str | None = None) -> nn.Module:
-    """BatchNorm with torch's epsilon; batch statistics in training, running ones in eval."""
-    return BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5, name=name)
+def batch_norm(
+    *, train: bool, momentum: float, dtype: Any = None, name: str | None = None
+) -> nn.Module:
+    """BatchNorm with torch's epsilon; batch statistics in training, running ones in eval.
+    ``dtype``: the output's (see :class:`BatchNorm`; statistics stay float32)."""
+    return BatchNorm(
+        use_running_average=not train, momentum=momentum, epsilon=1e-5, dtype=dtype, name=name
+    )
 
 
 def dropout(rate: float, *, spatial: bool = False, name: str | None = None) -> nn.Module:
@@ -257,3 +297,6 @@ class LayerOptions:
     bn_momentum: float = 0.9
     # config.deterministic: max-pool without select-and-scatter on every backend.
     deterministic_pool: bool = False
+    # Compute dtype of convs, dense layers and BatchNorm outputs (config.half_precision:
+    # jnp.bfloat16). Params, BatchNorm statistics and the logits stay float32.
+    dtype: Any = jnp.float32

@@ -16,12 +16,23 @@ the library versions. If anything is missing (no compiler, no oneDNN, another OS
 architecture) :func:`unavailable_reason` says what, and convolutions stay XLA's: results
 agree to float rounding either way (tests/test_onednn.py).
 
-Used for float32 convs on CPU: on a single device, and on a mesh of several (CPU test
-meshes, multi-process runs) inside the train and eval steps, whose batch is sharded over
-the "data" axis: :func:`train.jit_steps` traces them under :func:`batch_sharded_over`,
-and each conv runs per device shard in ``shard_map`` (a bare custom call would make the
-partitioner gather its operands onto one device). Anywhere else on a multi-device mesh,
-XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off.
+bfloat16 (``config.half_precision``): where oneDNN runs bf16 convs in hardware (AMX or
+AVX512_BF16, :func:`bf16_available`, probed once, on first use), bf16 convs take the
+same kernel: forward and input gradient bf16 in and out with f32 accumulation inside
+oneDNN; the kernel gradient accumulated in f32 diff_weights and rounded to the kernel's
+dtype once, read from float32 copies of the activations by default (oneDNN 3.2's AMX
+bf16 kernel gradient stalls on a shared 2-core machine: :func:`_bf16_kernel_grad`).
+With AMX, the forward and input gradient of 256->256 3x3 convs at 15x15 ran 3-4x faster
+than float32's (9x with one oneDNN thread). Elsewhere (e.g. AVX2-only CPUs) bf16 convs
+stay XLA's; results agree up to bf16 rounding either way. ``CIFAR_JAX_ONEDNN_BF16=0``
+keeps bf16 convs on XLA's path.
+
+Used for float32 (and supported bf16) convs on CPU: on a single device, and on a mesh
+of several (CPU test meshes, multi-process runs) inside the train and eval steps, whose
+batch is sharded over the "data" axis: :func:`train.jit_steps` traces them under
+:func:`batch_sharded_over`, and each conv runs per device shard in ``shard_map`` (a bare
+custom call would make the partitioner gather its operands onto one device). Anywhere
+else on a multi-device mesh, XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -113,6 +124,9 @@ def _build(include: Path, lib: Path) -> Path:
     return out
 
 
+_LIBRARY: list[ctypes.CDLL] = []  # the loaded kernel, once _load succeeded
+
+
 @functools.cache
 def _load() -> tuple[bool, str]:
     """Builds, loads and registers the kernel; (ok, reason it is not used)."""
@@ -137,7 +151,36 @@ def _load() -> tuple[bool, str]:
         )
     except (OSError, RuntimeError) as e:
         return False, str(e)
+    _LIBRARY.append(library)
     return True, ""
+
+
+@functools.cache
+def _bf16_support() -> tuple[bool, str]:
+    """(whether bf16 convs run through oneDNN, what was found or why not)."""
+    if not available():
+        return False, f"oneDNN unavailable: {unavailable_reason()}"
+    if os.environ.get("CIFAR_JAX_ONEDNN_BF16", "1") == "0":
+        return False, "CIFAR_JAX_ONEDNN_BF16=0"
+    probe = getattr(_LIBRARY[-1], "OnednnBf16Support", None)
+    if probe is None:
+        return False, "the loaded kernel has no bf16 probe"
+    probe.argtypes, probe.restype = [ctypes.c_char_p, ctypes.c_int], ctypes.c_int
+    info = ctypes.create_string_buffer(1024)
+    ok = bool(probe(info, len(info)))
+    return ok, info.value.decode(errors="replace")
+
+
+def bf16_available() -> bool:
+    """Whether bfloat16 convs run through oneDNN on this CPU: the kernel is available and
+    oneDNN's bf16 convs (forward and both gradients) are jitted for an ISA with bf16
+    arithmetic (AMX or AVX512_BF16), not emulated or reference code."""
+    return _bf16_support()[0]
+
+
+def bf16_info() -> str:
+    """The ISA and oneDNN implementations found by the bf16 probe, or why it failed."""
+    return _bf16_support()[1]
 
 
 def available() -> bool:
@@ -177,13 +220,17 @@ def _shard_mesh(batch: int) -> Mesh | None:
 
 def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
     """Whether a plain NHWC/HWIO conv of these operands runs through oneDNN (trace time):
-    float32 on CPU, on one device or inside a step whose batch is sharded over every
-    device (:func:`batch_sharded_over`)."""
-    if not lowering.cpu_kernels_on() or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    float32 (or bfloat16 where :func:`bf16_available`) on CPU, on one device or inside a
+    step whose batch is sharded over every device (:func:`batch_sharded_over`)."""
+    if not lowering.cpu_kernels_on() or lhs.dtype != rhs.dtype:
+        return False
+    if lhs.dtype != jnp.float32 and lhs.dtype != jnp.bfloat16:
         return False
     mesh = _shard_mesh(lhs.shape[0])
     one_device = jax.device_count() == 1
-    return (one_device or (mesh is not None and mesh.size == jax.device_count())) and (available())
+    if not (one_device or (mesh is not None and mesh.size == jax.device_count())):
+        return False
+    return available() and (lhs.dtype == jnp.float32 or bf16_available())
 
 
 def sharded_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array:
@@ -201,13 +248,14 @@ def sharded_conv(x: jax.Array, kernel: jax.Array, strides, padding) -> jax.Array
     )(x, kernel)
 
 
-def _call(mode: int, a, b, out_shape, strides, padding):
+def _call(mode: int, a, b, out_shape, strides, padding, out_dtype=None):
+    """One kernel call; the result has ``a``'s dtype unless ``out_dtype`` is given."""
     if not available():  # registers the FFI target on first use
         raise RuntimeError(f"oneDNN convolutions are unavailable: {unavailable_reason()}")
     (pt, pb), (pl, pr) = padding
     return jax.ffi.ffi_call(
         TARGET_NAME,
-        jax.ShapeDtypeStruct(out_shape, jnp.float32),
+        jax.ShapeDtypeStruct(out_shape, out_dtype or a.dtype),
         vmap_method="sequential",
     )(
         a, b, mode=np.int64(mode), sh=np.int64(strides[0]), sw=np.int64(strides[1]),
@@ -222,7 +270,8 @@ def _out_size(size: int, kernel: int, stride: int, lo: int, hi: int) -> int:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding) -> jax.Array:
     """NHWC x HWIO -> NHWC convolution through oneDNN; ``padding`` = ((top, bottom), (left,
-    right)). Same values as ``lax.conv_general_dilated`` up to float rounding."""
+    right)). Same values as ``lax.conv_general_dilated`` up to float rounding. ``x`` and
+    ``kernel``: both float32 or both bfloat16 (the output has their dtype)."""
     n, h, w, _ = x.shape
     kh, kw, _, co = kernel.shape
     (pt, pb), (pl, pr) = padding
@@ -241,12 +290,42 @@ def _conv_fwd(x, kernel, strides, padding):
 
 def _conv_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
+    dy = dy.astype(x.dtype)
     dx = _call(_INPUT_GRAD, dy, kernel, x.shape, strides, padding)
-    dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, strides, padding)
-    return dx, dkernel
+    if x.dtype == jnp.bfloat16 and not _bf16_kernel_grad():
+        x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)  # see _bf16_kernel_grad
+    # bf16: accumulated in f32 by oneDNN (f32 diff_weights), rounded once to bf16 here.
+    dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, strides, padding, jnp.float32)
+    return dx, dkernel.astype(kernel.dtype)
+
+
+def _bf16_kernel_grad() -> bool:
+    """Whether bf16 kernel gradients read the bf16 activations (oneDNN's bf16 src /
+    diff_dst with f32 diff_weights; ``CIFAR_JAX_ONEDNN_BF16_WGRAD=bf16``) rather than
+    float32 copies of them (the default). oneDNN 3.2's AMX kernel-gradient conv
+    (brgconv_bwd_w) was 3x faster than float32's with one thread, but with two threads
+    on a 2-core machine shared with another process it took 4-10x longer than float32's
+    (it waits on its other thread: 25 of 27 s of two resnet_small b128 bf16 steps), so
+    the default converts and runs float32's, which has no such stall."""
+    return os.environ.get("CIFAR_JAX_ONEDNN_BF16_WGRAD", "f32") == "bf16"
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def half_precision_note() -> tuple[str, bool]:
+    """What bfloat16 compute (config.half_precision) runs on in this process, and whether
+    that is slow: on a CPU whose oneDNN has no bf16 hardware path (AMX, AVX512_BF16) XLA
+    runs bf16 ops by converting to and from float32, slower than a float32 run."""
+    if jax.default_backend() != "cpu":
+        return f"bfloat16 on {jax.default_backend()}", False
+    if bf16_available():
+        return f"bfloat16 convs through oneDNN ({bf16_info()})", False
+    return (
+        f"bfloat16 on a CPU without bf16 support in oneDNN ({bf16_info()}): XLA's CPU bf16 "
+        "ops convert to and from float32, so this is SLOWER than float32 here; "
+        "half_precision is for GPUs/TPUs and CPUs with AMX or AVX512_BF16"
+    ), True
 
 
 def conv_backend() -> str:

@@ -1,13 +1,20 @@
-// NHWC / HWIO float32 2-D convolution (forward, input gradient, kernel gradient) through
-// oneDNN, as an XLA FFI custom call for jax on CPU.
+// NHWC / HWIO 2-D convolution (forward, input gradient, kernel gradient) through oneDNN,
+// as an XLA FFI custom call for jax on CPU, in float32 or bfloat16.
 //
 // One handler, three modes (attribute "mode"):
 //   0 forward:         a = x  (N,H,W,Ci), b = w  (KH,KW,Ci,Co) -> out = y  (N,OH,OW,Co)
 //   1 input gradient:  a = dy (N,OH,OW,Co), b = w            -> out = dx (N,H,W,Ci)
 //   2 kernel gradient: a = x,  b = dy                         -> out = dw (KH,KW,Ci,Co)
 // Activations stay NHWC (oneDNN reads and writes them in place); only the small kernel is
-// reordered to and from oneDNN's blocked layout. Primitives are cached per shape.
+// reordered to and from oneDNN's blocked layout. Primitives are cached per shape and dtype.
+//
+// dtypes: a and b are both F32 or both BF16. Modes 0 and 1 write the operands' dtype
+// (bf16: oneDNN accumulates in f32 and rounds once); mode 2 writes F32 or BF16 (oneDNN
+// accumulates bf16 kernel gradients in f32 diff_weights; jax asks for F32 and rounds).
+// OnednnBf16Support() says whether this CPU runs bf16 convs in hardware (AMX or
+// AVX512_BF16) rather than emulated or in reference code.
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,8 +34,10 @@ namespace {
 
 struct Geometry {
   int64_t n, h, w, ci, kh, kw, co, oh, ow, sh, sw, pt, pb, pl, pr;
-  auto key(int64_t mode) const {
-    return std::vector<int64_t>{mode, n, h, w, ci, kh, kw, co, oh, ow, sh, sw, pt, pb, pl, pr};
+  auto key(int64_t mode, dt act, dt out) const {
+    return std::vector<int64_t>{mode, n,  h,  w,  ci, kh, kw, co, oh,
+                                ow,   sh, sw, pt, pb, pl, pr, static_cast<int64_t>(act),
+                                static_cast<int64_t>(out)};
   }
 };
 
@@ -61,9 +70,11 @@ std::map<std::vector<int64_t>, std::unique_ptr<Plan>>& Cache() {
   return cache;
 }
 
-Plan* GetPlan(const Geometry& g, int64_t mode) {
+// act: the dtype of the activations and of the kernel in modes 0 and 1 (f32 or bf16);
+// out_wei: the kernel gradient's dtype in mode 2 (ignored otherwise).
+Plan* GetPlan(const Geometry& g, int64_t mode, dt act, dt out_wei) {
   auto& cache = Cache();
-  auto key = g.key(mode);
+  auto key = g.key(mode, act, mode == 2 ? out_wei : act);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
 
@@ -74,16 +85,18 @@ Plan* GetPlan(const Geometry& g, int64_t mode) {
   dnnl::memory::dims strides = {g.sh, g.sw};
   dnnl::memory::dims pad_l = {g.pt, g.pl};
   dnnl::memory::dims pad_r = {g.pb, g.pr};
-  dnnl::memory::desc src_md(src_dims, dt::f32, tag::nhwc);
-  dnnl::memory::desc dst_md(dst_dims, dt::f32, tag::nhwc);
-  dnnl::memory::desc any_wei(wei_dims, dt::f32, tag::any);
-  dnnl::memory::desc user_wei(wei_dims, dt::f32, tag::hwio);
+  const dt wei_dt = mode == 2 ? out_wei : act;
+  dnnl::memory::desc src_md(src_dims, act, tag::nhwc);
+  dnnl::memory::desc dst_md(dst_dims, act, tag::nhwc);
+  dnnl::memory::desc fwd_wei(wei_dims, act, tag::any);  // the forward hint's kernel
+  dnnl::memory::desc any_wei(wei_dims, wei_dt, tag::any);
+  dnnl::memory::desc user_wei(wei_dims, wei_dt, tag::hwio);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
 
   auto fwd_pd = dnnl::convolution_forward::primitive_desc(
       eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_md,
-      any_wei, dst_md, strides, pad_l, pad_r, attr);
+      fwd_wei, dst_md, strides, pad_l, pad_r, attr);
 
   auto plan = std::make_unique<Plan>();
   plan->user_wei_md = user_wei;
@@ -126,12 +139,31 @@ Plan* GetPlan(const Geometry& g, int64_t mode) {
   return raw;
 }
 
-ffi::Error ConvImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
-                    ffi::ResultBuffer<ffi::F32> out, int64_t mode, int64_t sh, int64_t sw,
-                    int64_t pt, int64_t pb, int64_t pl, int64_t pr) {
+// The oneDNN dtype of an F32 or BF16 buffer; false for any other.
+bool ToDnnl(ffi::DataType type, dt* out) {
+  if (type == ffi::DataType::F32) {
+    *out = dt::f32;
+  } else if (type == ffi::DataType::BF16) {
+    *out = dt::bf16;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+ffi::Error ConvImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                    int64_t mode, int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl,
+                    int64_t pr) {
   if (a.dimensions().size() != 4 || b.dimensions().size() != 4 ||
       out->dimensions().size() != 4 || mode < 0 || mode > 2) {
     return ffi::Error::InvalidArgument("onednn_conv: expects rank-4 operands, mode 0-2");
+  }
+  dt act, b_dt, out_dt;
+  if (!ToDnnl(a.element_type(), &act) || !ToDnnl(b.element_type(), &b_dt) ||
+      !ToDnnl(out->element_type(), &out_dt) || b_dt != act || (mode != 2 && out_dt != act)) {
+    return ffi::Error::InvalidArgument(
+        "onednn_conv: operands must be both F32 or both BF16, the result of modes 0 and 1 "
+        "of the same dtype, of mode 2 F32 or the operands' dtype");
   }
   auto ad = a.dimensions(), bd = b.dimensions(), od = out->dimensions();
   Geometry g;
@@ -144,7 +176,7 @@ ffi::Error ConvImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   }
   try {
     std::lock_guard<std::mutex> guard(Lock());
-    Plan* plan = GetPlan(g, mode);
+    Plan* plan = GetPlan(g, mode, act, out_dt);
     auto& eng = Engine();
     dnnl::stream stream(eng);
     void* a_ptr = a.untyped_data();
@@ -189,13 +221,69 @@ ffi::Error ConvImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b,
   return ffi::Error::Success();
 }
 
+// Whether the forward, input- and kernel-gradient primitives of a bf16 conv are oneDNN's
+// jitted kernels (not "ref" code), and the ISA is one with bf16 arithmetic in hardware.
+bool Bf16Supported(std::string* info) {
+  using isa_t = dnnl::cpu_isa;
+  const isa_t isa = dnnl::get_effective_cpu_isa();
+  const std::map<isa_t, const char*> bf16_isas = {
+      {isa_t::avx512_core_bf16, "avx512_core_bf16"},
+      {isa_t::avx512_core_fp16, "avx512_core_fp16"},
+      {isa_t::avx512_core_amx, "avx512_core_amx"},
+      {isa_t::avx512_core_amx_fp16, "avx512_core_amx_fp16"},
+  };
+  auto found = bf16_isas.find(isa);
+  if (found == bf16_isas.end()) {
+    *info = "oneDNN's CPU ISA here has no bf16 arithmetic (dnnl_cpu_isa " +
+            std::to_string(static_cast<int>(isa)) + ")";
+    return false;
+  }
+  *info = std::string("ISA ") + found->second;
+  auto& eng = Engine();
+  dnnl::memory::desc src({64, 64, 8, 8}, dt::bf16, tag::nhwc);
+  dnnl::memory::desc wei({64, 64, 3, 3}, dt::bf16, tag::any);
+  dnnl::memory::desc dwei({64, 64, 3, 3}, dt::f32, tag::any);
+  dnnl::memory::dims strides = {1, 1}, pad = {1, 1};
+  auto fwd = dnnl::convolution_forward::primitive_desc(
+      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
+      src, strides, pad, pad);
+  auto bwd_data = dnnl::convolution_backward_data::primitive_desc(
+      eng, dnnl::algorithm::convolution_direct, src, wei, src, strides, pad, pad, fwd);
+  auto bwd_weights = dnnl::convolution_backward_weights::primitive_desc(
+      eng, dnnl::algorithm::convolution_direct, src, dwei, src, strides, pad, pad, fwd);
+  bool jitted = true;
+  for (const char* impl :
+       {fwd.impl_info_str(), bwd_data.impl_info_str(), bwd_weights.impl_info_str()}) {
+    *info += std::string("; ") + impl;
+    jitted = jitted && std::strncmp(impl, "ref", 3) != 0;
+  }
+  return jitted;
+}
+
 }  // namespace
+
+// 1 if bf16 convs run on bf16 hardware here, else 0; writes what was found (the ISA,
+// the implementations picked) to info (NUL-terminated, at most size bytes).
+extern "C" int OnednnBf16Support(char* info, int size) {
+  std::string found;
+  bool ok = false;
+  try {
+    ok = Bf16Supported(&found);
+  } catch (const dnnl::error& e) {
+    found += std::string("; ") + e.what();
+  }
+  if (size > 0) {
+    std::strncpy(info, found.c_str(), size - 1);
+    info[size - 1] = '\0';
+  }
+  return ok ? 1 : 0;
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnConv, ConvImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("mode")
                                   .Attr<int64_t>("sh")
                                   .Attr<int64_t>("sw")

@@ -1,0 +1,20 @@
+"""airbench94 (configs/airbench94.py) over 5 seeds: the mean test accuracy with its TTA
+and the time to it, for docs/fast.md. ``float32`` is the recipe as written; ``bf16`` runs
+it with --config.half_precision=true (bf16 convs through oneDNN on CPUs with AMX or
+AVX512_BF16; airbench itself runs in float16 on its GPU).
+
+    python -m cifar_jax.sweep --config=configs/sweeps/airbench94_seeds.py \\
+        --workdir=runs/airbench94 [--config.seeds='(0,)'] [--trial=K]
+"""
+
+from cifar_jax.sweep import sweep_config
+
+
+def get_config():
+    return sweep_config(
+        name="airbench94_seeds",
+        title="airbench94 on CIFAR-10: 5 seeds, float32 and bfloat16",
+        base_config="configs/airbench94.py",
+        variants={"float32": {}, "bf16": {"half_precision": True}},
+        seeds=(0, 1, 2, 3, 4),
+    )
