@@ -80,7 +80,7 @@ def test_configs_hold_the_report_recipes(name):
     [
         ("loss", "hinge", "loss='hinge' is not known"),
         ("optimizer", "lion", "'rmsprop'"),
-        ("schedule", "linear", "'onecycle'"),
+        ("schedule", "exponential", "'onecycle'"),
         ("normalization", "zscore", "'none'"),
         ("autoaugment", "imagenet", "'cifar10'"),
         ("plateau_metric", "loss", "'val_loss'"),
