@@ -1,7 +1,13 @@
-"""CPU benchmark: the package's real train / eval steps next to PyTorch eager, same cores.
+"""Benchmark: the package's real train / eval steps next to PyTorch eager, same machine.
 
     python -m cifar_jax.bench                                  # every configs/*.py, b128 + b512
     python -m cifar_jax.bench --models=lenet,resnet --batch_sizes=128,512 --out=bench_out
+    python -m cifar_jax.bench --models=resnet_small --override=half_precision=true  # bf16
+
+On the CPU both sides share the cores; where JAX's backend is a GPU and torch sees CUDA,
+the torch twin runs on that GPU too. ``--override=field=value`` (repeatable) sets a config
+field of every model benchmarked, e.g. ``half_precision=true`` (the twin then runs under
+``torch.autocast`` in bfloat16).
 
 For each model config and batch size it measures
 
@@ -30,6 +36,7 @@ without it (``--no_torch``) only the jax side is measured.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib.util
 import json
@@ -230,10 +237,20 @@ class TorchSide:
     """The PyTorch eager twin (see :mod:`cifar_jax.bench_torch`)."""
 
     def __init__(self, config, jax_side: JaxSide, batches, eval_batches, threads: int):
+        import torch
+
         from cifar_jax import bench_torch
 
+        gpu = jax_side.jax.default_backend() == "gpu" and torch.cuda.is_available()
+        self.device = "cuda" if gpu else "cpu"
         self.runner = bench_torch.TorchRunner(
-            config, jax_side.model, jax_side.num_params, jax_side.mean, jax_side.std, threads
+            config,
+            jax_side.model,
+            jax_side.num_params,
+            jax_side.mean,
+            jax_side.std,
+            threads,
+            device=self.device,
         )
         self.num_params = self.runner.num_params
         self.batches, self.eval_batches = batches, eval_batches
@@ -312,6 +329,7 @@ def bench_model(
     use_torch: bool = True,
     threads: int = 0,
     name: str | None = None,
+    overrides: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Benchmarks one model config at each batch size (in this process)."""
     import jax
@@ -372,9 +390,13 @@ def bench_model(
         record = {
             "model": name,
             "config_model": config.model,
+            "half_precision": bool(config.half_precision),
+            "backend": jax.default_backend(),
+            "torch_device": torch_side.device if torch_side else None,
             "params": jax_side.num_params,
             "batch_size": batch_size,
             "optimizer": config.optimizer,
+            "overrides": list(overrides or []),
             "train": train_res,
             "eval": eval_res,
             "train_compile_seconds": jax_side.train_compile_seconds,
@@ -469,8 +491,9 @@ def markdown(report: dict[str, Any]) -> str:
         def f(x, fmt="{:,.0f}"):
             return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
 
+        label = r["model"] + "".join(f" `{o}`" for o in r.get("overrides") or [])
         lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['batch_size']} | "
+            f"| {label} | {r['params']:,} | {r['batch_size']} | "
             f"{f(t['jax_images_per_second'])} | {f(t['torch_images_per_second'])} | "
             f"{_ratio_cell(t)} | {f(e['jax_images_per_second'])} | "
             f"{f(e['torch_images_per_second'])} | {_ratio_cell(e)} | "
@@ -497,6 +520,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench_results", help="folder for bench.json / bench.md")
     p.add_argument("--data_source", default="synthetic", help="config.data_source to use")
     p.add_argument("--no_torch", action="store_true", help="measure the jax side only")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a config field of every model (repeatable), e.g. half_precision=true",
+    )
     p.add_argument("--table_from", default="", help="only re-render this bench.json's table")
     p.add_argument(
         "--default_malloc",
@@ -507,13 +537,66 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _parse_value(text: str, current: Any, key: str) -> Any:
+    """``text`` as a value of the type of the field's ``current`` value."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, (tuple, list)):
+            value = ast.literal_eval(text)
+            return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        if isinstance(current, str):
+            return text
+    except (ValueError, SyntaxError) as e:
+        raise SystemExit(f"error: --override {key}={text}: {e}") from None
+    raise SystemExit(f"error: --override {key}: only plain fields can be set ({key} is a group)")
+
+
+def apply_overrides(config, overrides: list[str]):
+    """``config`` with each ``field=value`` of ``overrides`` set (dotted fields for groups,
+    e.g. ``param_groups.norm_bias.lr_scale=32``), checked as training checks a config."""
+    from cifar_jax import config_base
+    from cifar_jax.errors import ConfigError
+
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: --override {item!r}: expected FIELD=VALUE")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node:
+                raise SystemExit(f"error: --override {key}: the config has no field {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(
+                f"error: --override {key}: the config has no field {leaf!r} (the fields are "
+                "listed in cifar_jax/config_base.py)"
+            )
+        node[leaf] = _parse_value(text, node[leaf], key)
+    if overrides:
+        try:
+            config_base.validate_config(config)
+        except ConfigError as e:
+            raise SystemExit(f"error: --override: {e}") from None
+    return config
+
+
 def _bench_config(name: str, args: argparse.Namespace):
     config = load_config(name)
     config.data_source = args.data_source
     if args.data_source == "synthetic":
         config.synthetic_train_examples = 50_000
         config.synthetic_test_examples = 10_000
-    return config
+    return apply_overrides(config, args.override)
 
 
 def model_batch_grid(args: argparse.Namespace) -> Iterator[tuple[str, Any, int]]:
@@ -551,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             use_torch=not args.no_torch,
             threads=args.threads,
             name=names[0],
+            overrides=args.override,
         )
         print(json.dumps(records))
         return 0
@@ -576,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--out={args.out}",
         f"--data_source={args.data_source}",
     ]
+    passthrough += [f"--override={o}" for o in args.override]
     passthrough += ["--no_torch"] if args.no_torch else []
     passthrough += ["--default_malloc"] if args.default_malloc else []
     for name in names:

@@ -249,33 +249,59 @@ def build_optimizer(config: Any, model: nn.Module) -> torch.optim.Optimizer:
 
 
 class TorchRunner:
-    """A torch train step (uint8 batch -> normalize -> fwd/bwd/update) and an eval step."""
+    """A torch train step (uint8 batch -> normalize -> fwd/bwd/update) and an eval step.
 
-    def __init__(self, config: Any, flax_model: Any, expected_params: int, mean, std, threads=0):
+    ``device``: "cpu" (default) or "cuda" (the batch is copied from host memory each step,
+    as the jax side's ``to_global`` does; cuDNN picks its algorithms per shape, as XLA's
+    autotuning does). ``config.half_precision`` runs the forward pass and loss under
+    ``torch.autocast`` in bfloat16 (float32 weights and optimizer, as the jax side)."""
+
+    def __init__(
+        self,
+        config: Any,
+        flax_model: Any,
+        expected_params: int,
+        mean,
+        std,
+        threads=0,
+        device: str = "cpu",
+    ):
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(config.seed)
-        self.model = build_torch_model(flax_model, expected_params)
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.model = build_torch_model(flax_model, expected_params).to(self.device)
         self.num_params = count_params(self.model)
         self.optimizer = build_optimizer(config, self.model)
         self.loss = nn.CrossEntropyLoss(
             label_smoothing=config.label_smoothing,
             reduction=config.get("loss_reduction", "mean"),
         )
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.half = bool(config.get("half_precision", False))
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.half)
 
     def to_input(self, images_uint8):
         """NHWC uint8 numpy -> normalized float32 NCHW view in channels_last memory."""
-        x = torch.from_numpy(images_uint8).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
+        x = torch.from_numpy(images_uint8).to(self.device)
+        x = x.permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         return (x.float().div_(255.0) - self.mean) / self.std
+
+    def to_labels(self, labels):
+        return torch.from_numpy(labels).to(self.device).long()
 
     def train_step(self, batch: dict) -> float:
         self.model.train()
         x = self.to_input(batch["image"]).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(batch["label"]).long()
+        y = self.to_labels(batch["label"])
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(self.model(x), y)
+        with self._autocast():
+            loss = self.loss(self.model(x), y)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -284,11 +310,13 @@ class TorchRunner:
     def eval_step(self, batch: dict):
         self.model.eval()
         x = self.to_input(batch["image"]).contiguous(memory_format=torch.channels_last)
-        logits = self.model(x)
-        return (logits.argmax(1) == torch.from_numpy(batch["label"])).sum()
+        with self._autocast():
+            logits = self.model(x)
+        return (logits.argmax(1) == self.to_labels(batch["label"])).sum()
 
     def time_steps(self, fn, batches: list[dict], n: int) -> float:
-        """Seconds for ``n`` calls of ``fn`` (eager: each call finishes before it returns)."""
+        """Seconds for ``n`` calls of ``fn`` (eager on the CPU; on a GPU the last result's
+        ``float`` waits for the queued work)."""
         start = time.perf_counter()
         for i in range(n):
             out = fn(batches[i % len(batches)])

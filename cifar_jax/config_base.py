@@ -42,6 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.val_examples = 0
     # Train on a seeded, class-balanced subset of the training split; 0 = all of it.
     c.max_train_examples = 0
+    # Read only the CIFAR-10 training batch files that are there (data_batch_1..5, at
+    # least one) instead of failing on a missing one: for machines that get only part of
+    # the data (scripts/gpu_check.sh). The run's dataset_source names the files read.
+    c.allow_partial_train_files = False
     # Number of images per split for data_source="synthetic".
     c.synthetic_train_examples = 2048
     c.synthetic_test_examples = 512

@@ -361,8 +361,12 @@ def _missing_message(data_dir: str, dataset: str, searched: Sequence[Path]) -> s
     )
 
 
-def _read_archive_members(found: _Found, members: Sequence[str]) -> dict[str, bytes]:
-    """Read the wanted members straight from the tar (one streaming pass, nothing extracted)."""
+def _read_archive_members(
+    found: _Found, members: Sequence[str], optional: frozenset[str] = frozenset()
+) -> dict[str, bytes]:
+    """Read the wanted members straight from the tar (one streaming pass, nothing extracted).
+
+    A missing member is an error unless it is in ``optional`` (then it is left out)."""
     layout = found.layout
     wanted = {f"{layout.folder}/{m}": m for m in members}
     contents: dict[str, bytes] = {}
@@ -383,7 +387,7 @@ def _read_archive_members(found: _Found, members: Sequence[str]) -> dict[str, by
             f"short. Delete it and download it again from {layout.url()}"
         ) from e
     for name, member in wanted.items():
-        if member not in contents:
+        if member not in contents and member not in optional:
             raise DataError(
                 f"{found.path}: has no member {name}, so it is not the official "
                 f"{_PRETTY[layout.dataset]} {layout.kind} archive. Delete it and download "
@@ -392,7 +396,10 @@ def _read_archive_members(found: _Found, members: Sequence[str]) -> dict[str, by
     return contents
 
 
-def _read_folder_members(found: _Found, members: Sequence[str]) -> dict[str, bytes]:
+def _read_folder_members(
+    found: _Found, members: Sequence[str], optional: frozenset[str] = frozenset()
+) -> dict[str, bytes]:
+    """Read the member files; a missing one is an error unless it is in ``optional``."""
     layout = found.layout
     contents = {}
     for member in members:
@@ -400,11 +407,19 @@ def _read_folder_members(found: _Found, members: Sequence[str]) -> dict[str, byt
         try:
             contents[member] = path.read_bytes()
         except FileNotFoundError:
+            if member in optional:
+                continue
+            partial = (
+                " (or set --config.allow_partial_train_files=true to train on the training "
+                "files that are there)"
+                if member in layout.train_files and len(layout.train_files) > 1
+                else ""
+            )
             raise DataError(
                 f"{path} is missing: {found.path} is not a complete {_PRETTY[layout.dataset]} "
                 f"{layout.kind} folder (it needs {', '.join(members)}). Extract the official "
                 f"archive again ({layout.url()}), or delete the folder and let "
-                "data_source=auto download the data"
+                f"data_source=auto download the data{partial}"
             ) from None
         except OSError as e:
             raise DataError(
@@ -413,34 +428,49 @@ def _read_folder_members(found: _Found, members: Sequence[str]) -> dict[str, byt
     return contents
 
 
-def _read_found(found: _Found, label_type: str) -> tuple[ArraySplit, ArraySplit, tuple[str, ...]]:
+def _read_found(
+    found: _Found, label_type: str, allow_partial_train: bool = False
+) -> tuple[ArraySplit, ArraySplit, tuple[str, ...], str]:
+    """(train, test, class names, note): ``note`` names the training files read when
+    ``allow_partial_train`` let some of CIFAR-10's five be missing ('' otherwise)."""
     layout = found.layout
     names_file = layout.names_file(label_type)
     members = list(dict.fromkeys(layout.train_files + layout.test_files + (names_file,)))
+    optional = frozenset(layout.train_files) if allow_partial_train else frozenset()
     read = _read_archive_members if found.is_archive else _read_folder_members
-    contents = read(found, members)
+    contents = read(found, members, optional)
+    train_files = [m for m in layout.train_files if m in contents]
+    if not train_files:
+        raise DataError(
+            f"{found.describe()} has none of the training files {', '.join(layout.train_files)}; "
+            f"allow_partial_train_files needs at least one of them. Copy one there, or extract "
+            f"the official archive again ({layout.url()})"
+        )
+    note = ""
+    if len(train_files) < len(layout.train_files):
+        note = f" (partial: training files {', '.join(train_files)} only)"
     parse: Callable[..., ArraySplit] = _parse_binary if layout.kind == "binary" else _parse_python
     names = _parse_names(contents[names_file], found, label_type)
-    train = parse(
-        [(found.where(m), contents.pop(m)) for m in layout.train_files], layout, label_type
-    )
+    train = parse([(found.where(m), contents.pop(m)) for m in train_files], layout, label_type)
     test = parse([(found.where(m), contents.pop(m)) for m in layout.test_files], layout, label_type)
-    return train, test, names
+    return train, test, names, note
 
 
 def read_official(
-    data_dir: str, dataset: str, label_type: str = "fine"
+    data_dir: str, dataset: str, label_type: str = "fine", allow_partial_train: bool = False
 ) -> tuple[ArraySplit, ArraySplit, tuple[str, ...]]:
     """Read an official CIFAR release (either layout, archive or folder) under ``data_dir``.
 
     Returns ``(train, test, class_names)``. Never downloads: raises DataError listing the
-    paths searched when nothing is there.
+    paths searched when nothing is there. ``allow_partial_train``: read the CIFAR-10
+    training batch files that are there (at least one) instead of failing on a missing one.
     """
     _check_dataset(dataset, label_type)
     found, searched = _find_official(data_dir, dataset)
     if found is None:
         raise DataError(_missing_message(data_dir, dataset, searched))
-    return _read_found(found, label_type)
+    train, test, names, _ = _read_found(found, label_type, allow_partial_train)
+    return train, test, names
 
 
 # ------------------------------------------------------------ other sources
@@ -585,8 +615,10 @@ def _load_source(
         layout = next(x for x in _LAYOUTS if x.dataset == dataset and x.kind == "python")
         path = download_archive(dataset, "python", data_dir)
         found, note = _Found(layout, Path(path), is_archive=True), " (downloaded)"
-    train, test, names = _read_found(found, label_type)
-    return train, test, names, found.describe() + note
+    train, test, names, partial = _read_found(
+        found, label_type, bool(config.get("allow_partial_train_files", False))
+    )
+    return train, test, names, found.describe() + partial + note
 
 
 def load_dataset(config) -> CifarData:
