@@ -492,15 +492,6 @@ def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict
         checkpoint.save(manager, step, state, data_state)
 
 
-def _reached_target_at(results_path: str, step: int) -> bool:
-    """Whether the results of this workdir say config.target_accuracy stopped it at
-    ``step`` (a rerun then returns them instead of training on)."""
-    if not os.path.exists(results_path):
-        return False
-    with open(results_path, encoding="utf-8") as f:
-        return json.load(f).get("target_step") == step
-
-
 def _run_shape() -> dict[str, int]:
     return {"num_devices": jax.device_count(), "num_processes": jax.process_count()}
 
@@ -655,12 +646,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     start_step = int(state.step)
     results_path = os.path.join(workdir, "results.json")
     finished = start_step == total_steps or validation.should_stop(state, config)
-    finished = finished or _reached_target_at(results_path, start_step)
-    if finished and os.path.exists(results_path):
-        _console(f"{workdir} holds a finished run; its results are in {results_path}.")
-        manager.close()
+    # A run that config.target_accuracy stopped is finished before total_steps.
+    if os.path.exists(results_path) and (finished or config.target_accuracy):
         with open(results_path, encoding="utf-8") as f:
-            return json.load(f)
+            saved = json.load(f)
+        if finished or saved.get("target_step") == start_step:
+            _console(f"{workdir} holds a finished run; its results are in {results_path}.")
+            manager.close()
+            return saved
 
     best = validation.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
     writer = metrics.create_writer(workdir, enabled=is_main)
