@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from cifar_jax import checkpoint as ckpt
-from cifar_jax import config_base
+from cifar_jax import config_base, parallel, steps
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
 
 CHECKPOINT_NAMES = ("latest", "best")
@@ -196,7 +196,7 @@ class LoadedRun:
     workdir: str
     config: ml_collections.ConfigDict
     model: Any  # flax.linen.Module
-    state: Any  # train.TrainState, replicated over ``mesh``
+    state: Any  # steps.TrainState, replicated over ``mesh``
     step: int
     checkpoint: str  # "latest", "best" or "step N" (what was asked for)
     checkpoint_path: str
@@ -245,12 +245,12 @@ class LoadedRun:
         """The jitted ``(state, batch) -> probs`` step for a TTA mode (compiled once)."""
         import jax
 
-        from cifar_jax import train, tta
+        from cifar_jax import tta
 
         tta.check_mode(mode)
         if mode not in self._compiled:
             self._compiled[mode] = jax.jit(
-                train.traced_on(
+                parallel.traced_on(
                     self.mesh, tta.make_predict_step(self.model, self.mean, self.std, mode)
                 ),
                 in_shardings=(self.replicated(), self.batch_sharding()),
@@ -259,14 +259,13 @@ class LoadedRun:
         return self._compiled[mode]
 
     def state_sha256(self) -> str:
-        from cifar_jax import train
 
-        return train.state_sha256(self.state)
+        return steps.state_sha256(self.state)
 
 
 @flax.struct.dataclass
 class EvalState:
-    """The part of a checkpointed ``train.TrainState`` evaluation needs."""
+    """The part of a checkpointed ``steps.TrainState`` evaluation needs."""
 
     step: Any
     params: Any
@@ -313,7 +312,7 @@ def load_run(
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
-    from cifar_jax import data, models, train
+    from cifar_jax import data, models
     from cifar_jax.data import pipeline
 
     workdir = require_workdir(workdir)
@@ -324,7 +323,7 @@ def load_run(
     dataset = data.load_dataset(config)
     mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
     model = models.build_model(config, dataset.num_classes)
-    mesh = train.create_mesh()
+    mesh = parallel.create_mesh()
     run = LoadedRun(
         workdir=workdir,
         config=config,
@@ -440,11 +439,10 @@ def predict_probs(
     """
     import jax
 
-    from cifar_jax import train
     from cifar_jax.data import pipeline
 
     batch_size = batch_size or run.eval_batch_size
-    train.check_batch_size(batch_size, run.mesh, "eval_batch_size")
+    parallel.check_batch_size(batch_size, run.mesh, "eval_batch_size")
     step = run.predict_step(mode)
     dataset = pipeline.eval_dataset(
         split,
@@ -455,7 +453,7 @@ def predict_probs(
     sharding = run.batch_sharding()
     out = []
     for batch in pipeline.iterate(dataset, prefetch=2):
-        probs = step(run.state, train.to_global(batch, sharding))
+        probs = step(run.state, parallel.to_global(batch, sharding))
         out.append(np.asarray(probs.addressable_data(0), np.float32))
     if not out:
         return np.zeros((0, run.num_classes), np.float32)

@@ -275,7 +275,7 @@ def machine_info() -> dict[str, Any]:
     import jax
     import jaxlib
 
-    from cifar_jax.models import onednn
+    from cifar_jax.kernels import onednn
 
     devices = jax.devices()
     info = {

@@ -9,359 +9,46 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from flax import linen as nn
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cifar_jax import (
     checkpoint,
     data,
-    losses,
     metrics,
     models,
     optim,
     preemption,
     runtime,
+    tracking,
     tta,
-    validation,
 )
 from cifar_jax import workdir as workdir_lib
-from cifar_jax.data import augment, pipeline
+from cifar_jax.data import pipeline
 from cifar_jax.errors import ConfigError, TrainingError
-from cifar_jax.models import lowering, onednn
-
-
-@flax.struct.dataclass
-class TrainState:
-    """Everything that changes during training, and nothing else (it is checkpointed)."""
-
-    step: jnp.ndarray
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    # Raw key data (uint32) of a typed PRNG key: Orbax cannot save typed keys.
-    rng: jnp.ndarray
-    # Best validation result so far, for the best checkpoint and early stopping.
-    val_tracker: validation.ValTracker
-    # The weight average of config.lookahead_every ({"params", "batch_stats"}); None = off.
-    lookahead: Any = None
-
-    def variables(self) -> dict[str, Any]:
-        return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-# ---------------------------------------------------------------------------- devices
-
-
-def create_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D ``data`` mesh over every device of every process."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
-    n = mesh.devices.size
-    if batch_size <= 0 or batch_size % n:
-        raise ConfigError(
-            f"{name}={batch_size} cannot be split evenly over the {n} devices "
-            f"({jax.process_count()} process(es)); use a positive multiple of {n}."
-        )
-
-
-def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Assembles each process's slice of a global batch into one sharded global array."""
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-# ------------------------------------------------------------------------ state & steps
-
-
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
-    """Per-example cross-entropy with optional label smoothing."""
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
-
-
-def create_train_state(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    seed: int,
-    sharding: NamedSharding,
-    *,
-    init_images: np.ndarray | None = None,
-    lookahead: bool = False,
-) -> TrainState:
-    """Initializes parameters and optimizer state from ``seed``, placed with ``sharding``.
-
-    ``init_images`` (normalized training images) feed the model's data-dependent
-    initializer, if it has one (``init_from_data``, e.g. airbench94's whitening stem);
-    ``lookahead`` starts the weight average (config.lookahead_every) at the initial state.
-    """
-
-    def init() -> TrainState:
-        init_key, params_key, dropout_key, train_key = jax.random.split(jax.random.key(seed), 4)
-        del init_key  # reserved: keeps the key layout stable if init needs another stream
-        variables = model.init(
-            {"params": params_key, "dropout": dropout_key},
-            jnp.zeros((1, 32, 32, 3), jnp.float32),
-            train=False,
-        )
-        params = variables["params"]
-        if init_images is not None and hasattr(model, "init_from_data"):
-            params = model.init_from_data(params, init_images)  # host numpy: constants
-        batch_stats = variables.get("batch_stats", {})
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            batch_stats=batch_stats,
-            opt_state=tx.init(params),
-            rng=jax.random.key_data(train_key),
-            val_tracker=validation.init_tracker(),
-            lookahead={"params": params, "batch_stats": batch_stats} if lookahead else None,
-        )
-
-    return jax.jit(init, out_shardings=sharding)()
-
-
-@dataclasses.dataclass(frozen=True)
-class Lookahead:
-    """airbench94's lookahead (config.lookahead_*): every ``every`` steps the average
-    moves toward the weights by ``1 - decay * (step / total_steps) ** power`` and the
-    weights jump to it; the last step leaves the weights at the average."""
-
-    every: int
-    total_steps: int
-    decay: float
-    power: float
-
-    @classmethod
-    def from_config(cls, config: Any, total_steps: int | None) -> Lookahead | None:
-        if not config.get("lookahead_every", 0):
-            return None
-        if not total_steps:
-            raise ValueError("lookahead needs the run's total_steps")
-        return cls(
-            int(config.lookahead_every),
-            int(total_steps),
-            float(config.lookahead_decay),
-            float(config.lookahead_power),
-        )
-
-    def apply(self, state: TrainState) -> TrainState:
-        """``state`` (after its update, ``state.step`` already advanced) with the
-        average updated and the weights replaced where this step is a lookahead step."""
-        step = state.step
-        weights = {"params": state.params, "batch_stats": state.batch_stats}
-        on_period = step % self.every == 0
-        fraction = step.astype(jnp.float32) / self.total_steps
-        decay = self.decay * fraction**self.power
-        average = jax.tree.map(
-            lambda a, w: jnp.where(on_period, a + (1 - decay) * (w - a), a),
-            state.lookahead,
-            weights,
-        )
-        # airbench: the weights take the average on lookahead steps and after the last one.
-        take = on_period | (step >= self.total_steps)
-        weights = jax.tree.map(lambda a, w: jnp.where(take, a, w), average, weights)
-        return state.replace(lookahead=average, **weights)
-
-
-_MIX_STREAM = 0x6D6978  # folded into the step's dropout key for the mixup / cutmix draws
-
-
-def train_forward(
-    model: nn.Module, params: Any, state: TrainState, images: jnp.ndarray, dropout_key: Any
-) -> tuple[jnp.ndarray, Any]:
-    """Training-mode logits of ``params`` and the updated BatchNorm statistics."""
-    logits, updates = model.apply(
-        {"params": params, "batch_stats": state.batch_stats},
-        images,
-        train=True,
-        rngs={"dropout": dropout_key},
-        mutable=["batch_stats"],
-    )
-    return logits, updates.get("batch_stats", {})
-
-
-def make_train_step(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    mean: np.ndarray,
-    std: np.ndarray,
-    label_smoothing: float = 0.0,
-    skip_nonfinite: bool = False,
-    *,
-    loss: losses.Loss | None = None,
-    mix: augment.MixConfig | None = None,
-    lookahead: Lookahead | None = None,
-) -> Callable[[TrainState, dict], tuple[TrainState, metrics.TrainMetrics]]:
-    """One optimizer step on a global batch of uint8 images (normalized here, on device).
-
-    ``loss`` is the training objective (default: cross-entropy with ``label_smoothing``);
-    ``mix`` mixes the normalized batch (mixup / cutmix) with soft targets, drawn from the
-    step's key. The train metrics' accuracy counts each image's own label.
-
-    With ``skip_nonfinite`` a step whose loss, gradients or updated parameters are NaN/Inf
-    leaves params, statistics and optimizer state unchanged (only the step counter
-    advances). ``lookahead`` averages the weights (:class:`Lookahead`), after that check.
-    """
-    loss = loss or losses.cross_entropy_loss(label_smoothing)
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, metrics.TrainMetrics]:
-        images = pipeline.normalize(batch["image"], mean, std)
-        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        if mix is not None:
-            mix_key = jax.random.fold_in(dropout_key, _MIX_STREAM)
-            images, lam = augment.mix_batch(mix_key, images, mix)
-
-        def loss_fn(params):
-            logits, batch_stats = train_forward(model, params, state, images, dropout_key)
-            targets = batch["label"]
-            if mix is not None:
-                targets = augment.mixed_targets(targets, lam, logits.shape[-1])
-            objective, per_example = loss.total(logits, targets, params)
-            return objective, (logits, per_example, batch_stats)
-
-        grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-        )
-        if skip_nonfinite:
-            finite = (
-                jnp.isfinite(per_example.sum()) & _all_finite(grads) & _all_finite(new_state.params)
-            )
-            unchanged = state.replace(step=state.step + 1)
-            new_state = jax.tree.map(
-                lambda new, old: jnp.where(finite, new, old), new_state, unchanged
-            )
-        if lookahead is not None:
-            new_state = lookahead.apply(new_state)
-        step_metrics = metrics.batch_metrics(
-            metrics.TrainMetrics, logits, batch["label"], per_example
-        )
-        return new_state, step_metrics
-
-    return train_step
-
-
-def make_eval_step(
-    model: nn.Module, mean: np.ndarray, std: np.ndarray
-) -> Callable[[TrainState, dict], metrics.EvalMetrics]:
-    """Loss and accuracy of a padded eval batch; padding is masked out."""
-
-    def eval_step(state: TrainState, batch: dict) -> metrics.EvalMetrics:
-        images = pipeline.normalize(batch["image"], mean, std)
-        logits = model.apply(state.variables(), images, train=False)
-        per_example = cross_entropy(logits, batch["label"], 0.0)
-        return metrics.batch_metrics(
-            metrics.EvalMetrics, logits, batch["label"], per_example, mask=batch["mask"]
-        )
-
-    return eval_step
-
-
-def traced_on(mesh: Mesh, step: Callable) -> Callable:
-    """``step`` with its kernels chosen by the platform it is lowered for
-    (:func:`cifar_jax.models.lowering.platform_step`: CPU kernels only in CPU programs),
-    traced knowing its batch is sharded over ``mesh`` (so the CPU convs run per device
-    shard, :func:`cifar_jax.models.onednn.batch_sharded_over`). Every jitted step that
-    runs a model goes through it: train, eval, TTA, predict, analyze."""
-    return lowering.platform_step(step, lambda: onednn.batch_sharded_over(mesh))
-
-
-def jit_steps(
-    config: ml_collections.ConfigDict,
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    mean: np.ndarray,
-    std: np.ndarray,
-    mesh: Mesh,
-    total_steps: int | None = None,
-) -> tuple[Callable, Callable]:
-    """The jitted (train_step, eval_step) of a run, sharded over ``mesh``.
-
-    ``total_steps`` (the run's length) is needed by config.lookahead_every.
-
-    The one place the run's steps are built, so ``python -m cifar_jax.bench`` times exactly
-    what :func:`train_and_evaluate` runs. The train state (argument 0) is donated.
-    """
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    train_step = make_train_step(
-        model,
-        tx,
-        mean,
-        std,
-        skip_nonfinite=config.nonfinite_loss == "skip",
-        loss=losses.make_loss(config),
-        mix=augment.MixConfig.from_config(config),
-        lookahead=Lookahead.from_config(config, total_steps),
-    )
-    train_step = jax.jit(
-        traced_on(mesh, train_step),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
-    eval_step = jax.jit(
-        traced_on(mesh, make_eval_step(model, mean, std)),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=replicated,
-    )
-    return train_step, eval_step
-
-
-def state_sha256(state: TrainState) -> str:
-    """sha256 over the bytes of params and batch_stats leaves, in tree-flatten order."""
-    digest = hashlib.sha256()
-    for leaf in jax.tree.leaves({"params": state.params, "batch_stats": state.batch_stats}):
-        digest.update(np.asarray(leaf.addressable_data(0)).tobytes())
-    return digest.hexdigest()
-
-
-def evaluate(
-    eval_step: Callable,
-    state: TrainState,
-    split: data.ArraySplit,
-    batch_size: int,
-    batch_sharding: NamedSharding,
-) -> dict[str, float]:
-    """Loss and accuracy over every example of ``split`` exactly once."""
-    dataset = pipeline.eval_dataset(
-        split,
-        global_batch_size=batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    totals = None
-    for batch in pipeline.iterate(dataset, prefetch=2):
-        m = eval_step(state, to_global(batch, batch_sharding))
-        totals = m if totals is None else totals.merge(m)
-    return {k: float(v) for k, v in totals.compute().items()}
-
+from cifar_jax.kernels import onednn
+from cifar_jax.parallel import check_batch_size, create_mesh, to_global, traced_on
+from cifar_jax.steps import (
+    TrainState,
+    all_finite,
+    create_train_state,
+    evaluate,
+    jit_steps,
+    state_sha256,
+)
 
 # ------------------------------------------------------------------------------ logging
 
@@ -472,14 +159,9 @@ class LossMonitor:
 
 
 @jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = jax.tree.leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
-
-
 def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict) -> None:
     """Saves ``state`` unless it holds NaN/Inf, so a bad state never replaces a good one."""
-    if not bool(_all_finite((state.params, state.batch_stats))):
+    if not bool(all_finite((state.params, state.batch_stats))):
         raise TrainingError(
             f"the parameters hold NaN or Inf after step {step}; not saving them. Lower "
             "learning_rate or set grad_clip_norm. The last good checkpoint is kept in "
@@ -600,9 +282,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
     if total_steps <= 0:
         raise ConfigError("num_epochs (or num_train_steps) must be > 0.")
-    validation.check_config(config, has_val=dataset.val is not None)
+    tracking.check_config(config, has_val=dataset.val is not None)
     if dataset.val is not None:
-        validation.check_schedule(config, steps_per_epoch, total_steps)
+        tracking.check_schedule(config, steps_per_epoch, total_steps)
     _console(
         f"Data: {dataset.source}: {len(dataset.train)} train, "
         f"{len(dataset.val) if dataset.val is not None else 0} val, {len(dataset.test)} test, "
@@ -645,7 +327,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     state = resume(manager, state, train_iter, workdir, config)
     start_step = int(state.step)
     results_path = os.path.join(workdir, "results.json")
-    finished = start_step == total_steps or validation.should_stop(state, config)
+    finished = start_step == total_steps or tracking.should_stop(state, config)
     # A run that config.target_accuracy stopped is finished before total_steps.
     if os.path.exists(results_path) and (finished or config.target_accuracy):
         with open(results_path, encoding="utf-8") as f:
@@ -655,7 +337,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             manager.close()
             return saved
 
-    best = validation.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
+    best = tracking.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
     writer = metrics.create_writer(workdir, enabled=is_main)
     if start_step == 0:
         writer.write_hparams(config.to_dict())
@@ -682,8 +364,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     paused_seconds = 0.0  # evaluation and checkpoint time, excluded from throughput
     steady_start = None  # after the first step: warm caches, excluded from throughput
     steady_images = 0
-    validation_update = validation.make_validation_update(config, replicated)
-    stopped_early = validation.should_stop(state, config)  # resumed after stopping early
+    validation_update = tracking.make_validation_update(config, replicated)
+    stopped_early = tracking.should_stop(state, config)  # resumed after stopping early
     target: dict[str, Any] | None = None  # config.target_accuracy, once reached
     last_step = start_step if stopped_early else total_steps
     loop_start = time.perf_counter()
@@ -719,9 +401,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                 )
                 writer.write_scalars(step, {"split": "val", **val, "epoch": step / steps_per_epoch})
                 state = validation_update(state, val["loss"], val["accuracy"], step)
-                if validation.improved_at(state, step):
+                if tracking.improved_at(state, step):
                     best.save(step, state, train_iter.get_state())
-                stopped_early = validation.should_stop(state, config)
+                stopped_early = tracking.should_stop(state, config)
                 paused = True
             if config.target_accuracy and end_of_epoch:
                 if not (dataset.val is not None and paused):  # no validation result this epoch
@@ -778,7 +460,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     # Test, on the final or the best-validation state.
     final_step = int(state.step)
-    tested = validation.test_checkpoint(config)
+    tested = tracking.test_checkpoint(config)
     test_state = best.restore(state) if tested == "best" else state
     test_start = time.perf_counter()
     test = evaluate(eval_step, test_state, dataset.test, eval_batch_size, batch_sharding)
@@ -826,7 +508,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         "dataset_source": dataset.source,
         "train_examples": len(dataset.train),
         "test_examples": len(dataset.test),
-        **validation.results(state, config, tested),
+        **tracking.results(state, config, tested),
         "config": config.to_dict(),
     }
     if test_tta is not None:
@@ -842,18 +524,3 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     manager.close()
     best.close()
     return results
-
-
-__all__ = [
-    "TrainState",
-    "check_batch_size",
-    "create_mesh",
-    "create_train_state",
-    "cross_entropy",
-    "evaluate",
-    "jit_steps",
-    "make_eval_step",
-    "make_train_step",
-    "state_sha256",
-    "train_and_evaluate",
-]

@@ -151,7 +151,7 @@ def make_predict_step(
 def make_eval_step(
     model: nn.Module, mean: np.ndarray, std: np.ndarray, mode: str
 ) -> Callable[[Any, dict], metrics.EvalMetrics]:
-    """Like ``train.make_eval_step`` but on the mean TTA probability (padding masked)."""
+    """Like ``steps.make_eval_step`` but on the mean TTA probability (padding masked)."""
     probs_fn = make_probs_fn(model, mean, std, mode)
 
     def eval_step(state: Any, batch: dict) -> metrics.EvalMetrics:

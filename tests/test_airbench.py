@@ -18,10 +18,10 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, train
+from cifar_jax import config_base, losses, models, optim, parallel, steps, train
+from cifar_jax.commands.sweep import load_config_file
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench, layers
-from cifar_jax.sweep import load_config_file
 
 AIRBENCH94 = "configs/airbench94.py"
 TOTAL_STEPS, STEPS_PER_EPOCH = 476, 48  # ceil(48 * 9.9), 50_000 // 1024
@@ -132,15 +132,15 @@ def test_train_state_uses_the_data_init_and_lookahead_start():
     model = models.build_model(config, 10)
     tx = optim.create_optimizer(config, optax.constant_schedule(0.1), 476, 48)
     images = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype(np.float32)
-    replicated = NamedSharding(train.create_mesh(), P())
-    state = train.create_train_state(model, tx, 0, replicated, init_images=images, lookahead=True)
+    replicated = NamedSharding(parallel.create_mesh(), P())
+    state = steps.create_train_state(model, tx, 0, replicated, init_images=images, lookahead=True)
     np.testing.assert_allclose(
         state.params["whiten"]["kernel"], airbench.whitening_kernel(images), rtol=1e-6
     )
     np.testing.assert_array_equal(
         state.lookahead["params"]["whiten"]["kernel"], state.params["whiten"]["kernel"]
     )
-    plain = train.create_train_state(model, tx, 0, replicated)
+    plain = steps.create_train_state(model, tx, 0, replicated)
     assert plain.lookahead is None
     assert not np.allclose(plain.params["whiten"]["kernel"], state.params["whiten"]["kernel"])
 
@@ -267,10 +267,10 @@ def test_lookahead_matches_airbench_lookahead_state():
     """Random 'updates' applied to a state, with our Lookahead after each step, give the
     same weights as airbench's LookaheadState schedule (every 5 steps, and at the end)."""
     total, every = 23, 5
-    lookahead = train.Lookahead(every, total, 0.95**5, 3.0)
+    lookahead = steps.Lookahead(every, total, 0.95**5, 3.0)
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=4).astype(np.float32)
-    state = train.TrainState(
+    state = steps.TrainState(
         step=jnp.zeros((), jnp.int32),
         params={"w": jnp.asarray(w0)},
         batch_stats={"m": jnp.asarray(w0[:2])},
@@ -328,8 +328,8 @@ def test_tiny_recipe_trains_with_frozen_parts_and_tta(tmp_path):
     manager = checkpoint.create_manager(str(tmp_path), 3)
     model = models.build_model(config, 10)
     tx = optim.create_optimizer(config, optax.constant_schedule(0.1), 12, 4)
-    template = train.create_train_state(
-        model, tx, config.seed, NamedSharding(train.create_mesh(), P()), lookahead=True
+    template = steps.create_train_state(
+        model, tx, config.seed, NamedSharding(parallel.create_mesh(), P()), lookahead=True
     )
     _, final, _ = checkpoint.restore_latest(manager, template)
     manager.close()

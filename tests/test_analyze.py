@@ -1,4 +1,4 @@
-"""Loss landscape and BatchNorm study (cifar_jax.analyze) at a tiny budget."""
+"""Loss landscape and BatchNorm study (cifar_jax.commands.analyze) at a tiny budget."""
 
 import importlib.util
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from tiny_runs import REPO, run_command, trained
 
-from cifar_jax import analyze, eval_metrics, runs
+from cifar_jax import eval_metrics, runs
+from cifar_jax.commands import analyze
 
 
 def _config(name, **overrides):

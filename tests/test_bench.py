@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cifar_jax import bench, config_base, models, runtime
+from cifar_jax import config_base, models, runtime
+from cifar_jax.perf import bench
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed ([bench] extra)")
@@ -117,7 +118,7 @@ def test_seed_models_are_the_config_files():
 def test_torch_twins_have_the_flax_parameter_counts():
     """Every seed config's torch twin has exactly the flax model's parameter count (and
     bench_torch refuses to build one that does not)."""
-    from cifar_jax import bench_torch
+    from cifar_jax.perf import bench_torch
 
     for name in bench.seed_models():
         config = bench.load_config(name)
@@ -138,7 +139,7 @@ def test_torch_twins_have_the_flax_parameter_counts():
 def test_torch_twin_trains_with_the_config_optimizer():
     import numpy as np
 
-    from cifar_jax import bench_torch
+    from cifar_jax.perf import bench_torch
 
     config = tiny_config(model="basenet_residual", optimizer="adam", learning_rate=1e-3)
     model, count = _flax_params(config, 10)
@@ -154,8 +155,8 @@ def test_torch_twin_trains_with_the_config_optimizer():
 
 
 def test_lever_off_switches_the_lever_and_restores_it():
-    from cifar_jax import bench_levers
-    from cifar_jax.models import fast_ops, onednn
+    from cifar_jax.kernels import fast_ops, onednn
+    from cifar_jax.perf import bench_levers
 
     x = jnp.ones((2, 4, 4, 64))
     saved = onednn.use_onednn
@@ -188,7 +189,7 @@ def test_lever_ab_runs_on_a_tiny_model(monkeypatch):
     oneDNN is off here (as ``CIFAR_JAX_ONEDNN=0`` or a machine without it), and the
     compiled train steps of the two variants are compared: a lever that silently does
     nothing (not patched at trace time, or never reached) fails this test."""
-    from cifar_jax import bench_levers
+    from cifar_jax.perf import bench_levers
 
     compiled = []
 
@@ -213,8 +214,8 @@ def test_lever_ab_runs_on_a_tiny_model(monkeypatch):
 
 
 def test_conv_timing_covers_each_implementation():
-    from cifar_jax import bench_ops
-    from cifar_jax.models import onednn
+    from cifar_jax.kernels import onednn
+    from cifar_jax.perf import bench_ops
 
     r = bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1)
     assert r["shape"] == dict(n=4, size=8, cin=3, cout=8, k=3, s=1, p=1)
@@ -231,8 +232,8 @@ def test_conv_timing_covers_each_implementation():
 def test_train_step_profile_attributes_time_to_ops(tmp_path):
     """The per-op profile of LeNet's real train step: its convs show up (as oneDNN
     custom calls where those run), and the op times are per step."""
-    from cifar_jax import bench_ops
-    from cifar_jax.models import onednn
+    from cifar_jax.kernels import onednn
+    from cifar_jax.perf import bench_ops
 
     r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2)
     assert r["step_ms"] > 0 and r["images_per_second"] > 0
@@ -245,7 +246,7 @@ def test_train_step_profile_attributes_time_to_ops(tmp_path):
 
 @needs_torch
 def test_profile_can_set_the_torch_twin_beside_the_jax_step():
-    from cifar_jax import bench_ops
+    from cifar_jax.perf import bench_ops
 
     r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2, torch_side=True)
     torch_side = r["torch"]
@@ -256,7 +257,7 @@ def test_profile_can_set_the_torch_twin_beside_the_jax_step():
 
 
 def test_eval_step_profile_runs():
-    from cifar_jax import bench_ops
+    from cifar_jax.perf import bench_ops
 
     r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2, step="eval")
     assert r["step"] == "eval" and r["step_ms"] > 0 and r["op_ms_by_kind"]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import config_base, recipes, sweep
+from cifar_jax import config_base, recipes
+from cifar_jax.commands import sweep
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from tiny_runs import run_command, trained
 
-from cifar_jax import evaluate, runs, tta
+from cifar_jax import runs, tta
+from cifar_jax.commands import evaluate
 from cifar_jax.data import ArraySplit
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
 
@@ -167,7 +168,7 @@ def test_evaluate_command_errors_have_no_traceback(tmp_path, workdir):
 def test_workdir_commands_load_runs_through_the_cli_helper(workdir, loaded, monkeypatch):
     """cli.load_workdir_run (what evaluate/report/predict/analyze call): the same run as
     runs.load_run, a step number given as text, and a bad checkpoint name rejected."""
-    from cifar_jax import cli
+    from cifar_jax.commands import cli
 
     # Process set-up (logging, XLA flags) reads absl flags, parsed only under app.run.
     prepared = []

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from model_grads import narrow_model, train_loss_and_grads
 
-from cifar_jax.models import fast_ops, layers
+from cifar_jax.kernels import fast_ops
+from cifar_jax.models import layers
 
 on_cpu = jax.default_backend() == "cpu"
 

@@ -7,7 +7,8 @@ import pytest
 from jax import lax
 from model_grads import narrow_model, train_loss_and_grads
 
-from cifar_jax.models import fast_ops, layers, onednn
+from cifar_jax.kernels import fast_ops, onednn
+from cifar_jax.models import layers
 
 # (in_channels, out_channels, kernel, stride, padding, size): every conv of the seed models.
 SEED_CONVS = [

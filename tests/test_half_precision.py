@@ -20,8 +20,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_lowering import REPO, load
 
-from cifar_jax import config_base, models, optim, summary, train
-from cifar_jax.models import fast_ops, onednn
+from cifar_jax import config_base, models, optim, parallel, steps, train
+from cifar_jax.commands import summary
+from cifar_jax.kernels import fast_ops, onednn
 
 on_cpu = jax.default_backend() == "cpu"
 
@@ -69,19 +70,19 @@ def test_params_optimizer_state_and_statistics_stay_float32_while_convs_run_in_b
             half_precision=True,
         )
     )
-    mesh = train.create_mesh()
+    mesh = parallel.create_mesh()
     replicated = NamedSharding(mesh, P())
     net = models.build_model(config, 10)
     tx = optim.create_optimizer(config, 1e-3)
-    state = train.create_train_state(net, tx, 0, replicated)
+    state = steps.create_train_state(net, tx, 0, replicated)
     mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
-    train_step, _ = train.jit_steps(config, net, tx, mean, std, mesh)
+    train_step, _ = steps.jit_steps(config, net, tx, mean, std, mesh)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
         "label": rng.integers(0, 10, 16).astype(np.int32),
     }
-    batch = train.to_global(batch, NamedSharding(mesh, P("data")))
+    batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
     module = train_step.lower(state, batch).as_text()
     types = _conv_operand_types(module, kernel_grads=False)
     assert len(types) >= 2 * 3 and set(types) == {"bf16"}, types  # 2 convs, 1 input grad
@@ -198,7 +199,7 @@ def test_conv_hook_takes_onednn_for_bf16_only_where_supported(monkeypatch):
 
 _NO_BF16_ISA = """
 import jax.numpy as jnp
-from cifar_jax.models import onednn
+from cifar_jax.kernels import onednn
 x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
 print(onednn.available(), onednn.bf16_available(), onednn.use_onednn(x, x),
       onednn.use_onednn(x.astype(jnp.float32), x.astype(jnp.float32)))

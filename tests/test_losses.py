@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, train
+from cifar_jax import config_base, losses, models, optim, parallel, steps
 from cifar_jax.errors import ConfigError
 
 LOGITS = jnp.array([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5], [4.0, -2.0, 0.0]])
@@ -99,7 +99,7 @@ def test_l2_penalty_reaches_the_gradient_of_the_train_step():
     config = _config(model="lenet", optimizer="sgd", momentum=0.0, learning_rate=0.1)
     model = models.build_model(config, 10)
     tx = optim.create_optimizer(config, optax.constant_schedule(0.1))
-    state = train.create_train_state(model, tx, 0, NamedSharding(train.create_mesh(), P()))
+    state = steps.create_train_state(model, tx, 0, NamedSharding(parallel.create_mesh(), P()))
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
     rng = np.random.default_rng(0)
     batch = {
@@ -108,7 +108,7 @@ def test_l2_penalty_reaches_the_gradient_of_the_train_step():
     }
 
     def params_after_one_step(loss):
-        step = jax.jit(train.make_train_step(model, tx, mean, std, loss=loss))
+        step = jax.jit(steps.make_train_step(model, tx, mean, std, loss=loss))
         return jax.tree.map(np.asarray, step(state, batch)[0].params)
 
     lam = 0.05

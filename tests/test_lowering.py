@@ -2,7 +2,7 @@
 no CPU-only custom call, and for the CPU with the CPU kernels, from this CPU-only machine.
 
 The kernels are chosen by the platform a step is lowered for
-(:mod:`cifar_jax.models.lowering`), not by the process's default backend, which here is
+(:mod:`cifar_jax.kernels.lowering`), not by the process's default backend, which here is
 always the CPU. ``jax.export`` lowers for a platform that this machine does not have.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import summary
-from cifar_jax.models import onednn
+from cifar_jax.commands import summary
+from cifar_jax.kernels import onednn
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
@@ -51,13 +51,14 @@ def test_every_config_lowers_for_cuda_without_cpu_kernels_and_for_cpu_with_them(
 
 EIGHT_DEVICES = """
 import json
-from cifar_jax import summary, train
-from cifar_jax.models import onednn
+from cifar_jax.commands import summary
+from cifar_jax import parallel
+from cifar_jax.kernels import onednn
 from tests.test_lowering import load, REPO
 out = {}
 for name in ("resnet_small", "cnn_bn_dropout"):
     config = load(REPO / "configs" / f"{name}.py")
-    assert len(train.create_mesh().devices.flat) == 8
+    assert len(parallel.create_mesh().devices.flat) == 8
     for platform in ("cuda", "cpu"):
         module = summary.lower_steps(config, platform)["train"]
         out[f"{name}/{platform}"] = summary.custom_calls(module)
@@ -80,7 +81,12 @@ def test_eight_device_mesh_lowers_for_cuda_and_cpu():
 
 
 def test_summary_lower_for_prints_the_line_and_rejects_unknown_platforms():
-    cmd = [sys.executable, "-m", "cifar_jax.summary", f"--config={REPO / 'configs/lenet.py'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cifar_jax.commands.summary",
+        f"--config={REPO / 'configs/lenet.py'}",
+    ]
     out = subprocess.run([*cmd, "--lower_for=cuda"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     last = out.stdout.strip().splitlines()[-1]

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax.models import blocks, fast_ops, onednn, resnet
+from cifar_jax.kernels import fast_ops, onednn
+from cifar_jax.models import blocks, resnet
 
 on_cpu = jax.default_backend() == "cpu"
 
@@ -138,7 +139,7 @@ def test_basic_block_output_unchanged_by_materialize(monkeypatch, xla_convs):
 _SHARDED = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from cifar_jax.models import fast_ops
+from cifar_jax.kernels import fast_ops
 mesh = Mesh(np.array(jax.devices()), ("data",))
 x = jax.device_put(jnp.ones((16, 4, 4, 32)), NamedSharding(mesh, PartitionSpec("data")))
 hlo = jax.jit(fast_ops.materialize).lower(x).compile().as_text()

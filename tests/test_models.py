@@ -17,13 +17,7 @@ from jax.scipy.special import erf
 
 from cifar_jax import config_base
 from cifar_jax.errors import ConfigError
-from cifar_jax.models import (
-    ACTIVATIONS,
-    MODEL_NAMES,
-    build_model,
-    count_trainable_params,
-    layers,
-)
+from cifar_jax.models import ACTIVATIONS, MODEL_NAMES, build_model, count_trainable_params, layers
 
 # REPRODUCTION.md, "Models" table: (classes, trainable params).
 EXPECTED = {

@@ -14,7 +14,7 @@ import pytest
 from jax import lax
 from model_grads import narrow_model, train_loss_and_grads
 
-from cifar_jax.models import fast_ops, onednn
+from cifar_jax.kernels import fast_ops, onednn
 
 SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"
 on_cpu = jax.default_backend() == "cpu"
@@ -147,7 +147,7 @@ def test_model_gradients_equal_with_and_without_onednn(monkeypatch):
 _PROBE = """
 import jax, jax.numpy as jnp
 from jax import lax
-from cifar_jax.models import fast_ops, onednn
+from cifar_jax.kernels import fast_ops, onednn
 x, w = jnp.ones((8, 8, 8, 4)), jnp.ones((3, 3, 4, 5))
 dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 f = lambda x, w: fast_ops.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1),
@@ -181,20 +181,20 @@ def test_outside_the_steps_multi_device_meshes_and_the_switch_keep_xla_convs():
 _SHARDED_STEP = """
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from cifar_jax import config_base, models, optim, train
-from cifar_jax.models import onednn
+from cifar_jax import config_base, models, optim, parallel, steps
+from cifar_jax.kernels import onednn
 config = config_base.base_config()
 config.model, config.widths, config.batch_size = "resnet_small", (8, 16, 16), 16
-mesh = train.create_mesh()
+mesh = parallel.create_mesh()
 net = models.build_model(config, 10)
 tx = optim.create_optimizer(config, 0.1)
 rng = np.random.default_rng(0)
 batch = {"image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
          "label": rng.integers(0, 10, 16).astype(np.int32)}
-batch = train.to_global(batch, NamedSharding(mesh, P("data")))
+batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
 def step():
-    state = train.create_train_state(net, tx, 0, NamedSharding(mesh, P()))
-    train_step, eval_step = train.jit_steps(config, net, tx, np.full(3, 120.0),
+    state = steps.create_train_state(net, tx, 0, NamedSharding(mesh, P()))
+    train_step, eval_step = steps.jit_steps(config, net, tx, np.full(3, 120.0),
                                             np.full(3, 60.0), mesh)
     hlo = train_step.lower(state, batch).compile().as_text()
     old = jax.tree.leaves(jax.device_get(state.params))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from tiny_runs import run_command, trained
 
-from cifar_jax import compare, report, runs
+from cifar_jax import runs
+from cifar_jax.commands import compare, report
 from cifar_jax.errors import CifarJaxError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

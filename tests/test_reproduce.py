@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import reproduce
+from cifar_jax.commands import reproduce
 from cifar_jax.errors import ConfigError
 
 TINY = ("--budget=0.02", "--data_fraction=0.02")

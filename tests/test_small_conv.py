@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cifar_jax.models import small_conv
+from cifar_jax.kernels import small_conv
 
 # (cin, cout, kernel, stride, padding, size, batch)
 CASES = [

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import summary, sweep
+from cifar_jax.commands import summary, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_SWEEP = f'''
-from cifar_jax.sweep import sweep_config
+from cifar_jax.commands.sweep import sweep_config
 
 
 def get_config():

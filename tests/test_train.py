@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, models, optim, train
+from cifar_jax import config_base, models, optim, parallel, steps, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,10 +55,10 @@ def _step_fn(config, mesh):
     model = models.build_model(config, 10)
     tx = optim.create_optimizer(config, optax.constant_schedule(config.learning_rate))
     replicated = NamedSharding(mesh, P())
-    state = train.create_train_state(model, tx, config.seed, replicated)
+    state = steps.create_train_state(model, tx, config.seed, replicated)
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
     step = jax.jit(
-        train.make_train_step(model, tx, mean, std),
+        steps.make_train_step(model, tx, mean, std),
         in_shardings=(replicated, NamedSharding(mesh, P("data"))),
         out_shardings=(replicated, replicated),
     )
@@ -67,7 +67,7 @@ def _step_fn(config, mesh):
 
 def test_train_step_lowers_loss_on_a_fixed_batch():
     config = tiny_config(learning_rate=3e-3)
-    state, step = _step_fn(config, train.create_mesh())
+    state, step = _step_fn(config, parallel.create_mesh())
     batch = _batch()
     losses = []
     for _ in range(30):
@@ -79,7 +79,7 @@ def test_train_step_lowers_loss_on_a_fixed_batch():
 
 def test_batch_norm_statistics_change_only_in_training():
     config = tiny_config(model="resnet_small", widths=(8, 8, 8), stem_width=8)
-    state, step = _step_fn(config, train.create_mesh())
+    state, step = _step_fn(config, parallel.create_mesh())
     before = jax.tree.map(np.asarray, state.batch_stats)
     assert jax.tree.leaves(before), "resnet_small must have BatchNorm statistics"
     new_state, _ = step(state, _batch())
@@ -91,17 +91,17 @@ _BATCH_SIZE_CHECK = textwrap.dedent(
     """
     import json
     import jax
-    from cifar_jax import train
-    mesh = train.create_mesh()
+    from cifar_jax import parallel
+    mesh = parallel.create_mesh()
     errors = {}
     for batch_size in (8, 16, 256, 12, 4, 0, -8):
         try:
-            train.check_batch_size(batch_size, mesh)
+            parallel.check_batch_size(batch_size, mesh)
             errors[batch_size] = None
         except train.ConfigError as e:
             errors[batch_size] = str(e)
     try:
-        train.check_batch_size(20, mesh, name="eval_batch_size")
+        parallel.check_batch_size(20, mesh, name="eval_batch_size")
     except train.ConfigError as e:
         errors["eval"] = str(e)
     print(json.dumps({"devices": jax.device_count(), "errors": errors}))
@@ -136,19 +136,19 @@ def test_batch_size_the_devices_cannot_split_is_a_clear_error():
         assert "8 devices" in message and "multiple of 8" in message, message
     assert errors["eval"].startswith("eval_batch_size=20 "), errors["eval"]
     # The 1-device test process: any positive size splits, a non-positive one does not.
-    mesh = train.create_mesh(jax.devices()[:1])
-    train.check_batch_size(7, mesh)
+    mesh = parallel.create_mesh(jax.devices()[:1])
+    parallel.check_batch_size(7, mesh)
     with pytest.raises(train.ConfigError, match="positive multiple of 1"):
-        train.check_batch_size(0, mesh)
+        parallel.check_batch_size(0, mesh)
 
 
 def test_cross_entropy_with_label_smoothing():
     logits = jnp.array([[2.0, 0.0, -1.0]])
     labels = jnp.array([0])
     log_p = jax.nn.log_softmax(logits)[0]
-    plain = float(train.cross_entropy(logits, labels, 0.0)[0])
+    plain = float(steps.cross_entropy(logits, labels, 0.0)[0])
     assert plain == pytest.approx(-float(log_p[0]), rel=1e-6)
-    smooth = float(train.cross_entropy(logits, labels, 0.3)[0])
+    smooth = float(steps.cross_entropy(logits, labels, 0.3)[0])
     want = -(0.8 * log_p[0] + 0.1 * log_p[1] + 0.1 * log_p[2])
     assert smooth == pytest.approx(float(want), rel=1e-6)
 
@@ -159,13 +159,13 @@ SHARDED_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     sys.path.insert(0, {tests!r})
     from test_train import tiny_config, _batch, _step_fn
-    from cifar_jax import train
+    from cifar_jax import parallel
     assert jax.device_count() == 8, jax.devices()
     config = tiny_config(model="resnet_small", widths=(8, 8, 8), stem_width=8, dropout_rate=0.3,
                          optimizer="sgd", learning_rate=0.05)
     out = {{}}
     for name, devices in (("one", jax.devices()[:1]), ("eight", jax.devices())):
-        state, step = _step_fn(config, train.create_mesh(devices))
+        state, step = _step_fn(config, parallel.create_mesh(devices))
         losses = []
         for i in range(3):
             state, m = step(state, _batch(32, seed=i))

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_jax.models import fast_ops, layers
+from cifar_jax.kernels import fast_ops
+from cifar_jax.models import layers
 from cifar_jax.models.layers import LayerOptions
 
 

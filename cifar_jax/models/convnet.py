@@ -12,7 +12,8 @@ import flax.linen as nn
 import jax
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.models import blocks, fast_ops
+from cifar_jax.kernels import fast_ops
+from cifar_jax.models import blocks
 from cifar_jax.models.layers import LayerOptions, dropout
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.models import fast_ops, lowering
+from cifar_jax.kernels import fast_ops, lowering
 
 # ------------------------------------------------------------------ activations
 # Names accepted by ``config.activation``. Every one except prelu is parameter-free.
@@ -271,7 +271,7 @@ def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
 
     On CPU (decided at trace time): the max of each window's four strided views, with the
     gradient routed to the saved position of the first maximum
-    (:func:`cifar_jax.models.fast_ops.max_pool2x2`), equal in values and gradients to the
+    (:func:`cifar_jax.kernels.fast_ops.max_pool2x2`), equal in values and gradients to the
     window form but 3-5x faster there, because XLA:CPU runs select-and-scatter as a
     scatter. Elsewhere (GPU/TPU) the window form, unchanged, unless ``deterministic``:
     select-and-scatter has no deterministic GPU kernel (google/flax#4233), while the

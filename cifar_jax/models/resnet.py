@@ -7,7 +7,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from cifar_jax.models import blocks, fast_ops
+from cifar_jax.kernels import fast_ops
+from cifar_jax.models import blocks
 from cifar_jax.models.layers import LayerOptions
 
 

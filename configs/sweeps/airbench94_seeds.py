@@ -7,7 +7,7 @@ AVX512_BF16; airbench itself runs in float16 on its GPU).
         --workdir=runs/airbench94 [--config.seeds='(0,)'] [--trial=K]
 """
 
-from cifar_jax.sweep import sweep_config
+from cifar_jax.commands.sweep import sweep_config
 
 
 def get_config():

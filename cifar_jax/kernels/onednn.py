@@ -29,7 +29,7 @@ keeps bf16 convs on XLA's path.
 
 Used for float32 (and supported bf16) convs on CPU: on a single device, and on a mesh
 of several (CPU test meshes, multi-process runs) inside the train and eval steps, whose
-batch is sharded over the "data" axis: :func:`train.jit_steps` traces them under
+batch is sharded over the "data" axis: :func:`steps.jit_steps` traces them under
 :func:`batch_sharded_over`, and each conv runs per device shard in ``shard_map`` (a bare
 custom call would make the partitioner gather its operands onto one device). Anywhere
 else on a multi-device mesh, XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off.
@@ -59,7 +59,7 @@ from absl import logging
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax.models import lowering
+from cifar_jax.kernels import lowering
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGET_NAME = "cifar_jax_onednn_conv"
@@ -194,7 +194,7 @@ def unavailable_reason() -> str:
 
 
 # The mesh a train / eval step shards its batch over (axis "data"), set while the step is
-# traced (train.jit_steps): there convs run through oneDNN per device shard, in shard_map.
+# traced (steps.jit_steps): there convs run through oneDNN per device shard, in shard_map.
 _BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
     "cifar_jax_onednn_batch_mesh", default=None
 )

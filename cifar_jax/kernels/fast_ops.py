@@ -12,7 +12,7 @@ recompute ``x`` in another fusion with different rounding, and the mask then sil
 drops gradients. The saved index avoids that; tests/test_fast_conv.py checks it.)
 
 Convolution. On one CPU device, float32 convolutions go through oneDNN
-(:mod:`cifar_jax.models.onednn`: 1.3-5.4x faster fwd+bwd than XLA's, whole steps
+(:mod:`cifar_jax.kernels.onednn`: 1.3-5.4x faster fwd+bwd than XLA's, whole steps
 1.1-1.6x; bfloat16 ones too where the CPU has bf16 hardware, for half_precision),
 except on maps smaller than the kernel, where im2col (below) is faster still.
 Maps smaller than the kernel (VGG's last stage, 3x3 convs on 2x2 maps): XLA:CPU
@@ -20,7 +20,7 @@ rewrites those into a batch-as-feature convolution that is ~100x slower, and one
 1.3-1.6x slower than :func:`conv_im2col` (patch extraction + one matmul; backward by
 autodiff; :func:`use_im2col`). Where oneDNN is not available, XLA's own (Eigen)
 convolution runs the rest, except LeNet's first conv (3 -> 6 channels, 5x5), where a
-direct tap sum is 2-3x faster (:mod:`cifar_jax.models.small_conv`). Measured on the
+direct tap sum is 2-3x faster (:mod:`cifar_jax.kernels.small_conv`). Measured on the
 other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
 slower: the patch matrix costs more to write than the matmul saves), 1x1 convs as
 matmuls (:func:`conv_1x1_matmul`: no difference to whole steps), and a matmul +
@@ -31,7 +31,7 @@ BatchNorm. :func:`batch_norm_train` computes flax's values with a hand-written g
 on CPU (see there); :class:`cifar_jax.models.layers.BatchNorm` uses it.
 
 :mod:`cifar_jax.models.layers` picks these forms at trace time for programs lowered for
-the CPU (:mod:`cifar_jax.models.lowering`), so GPU/TPU programs are unchanged, also when a
+the CPU (:mod:`cifar_jax.kernels.lowering`), so GPU/TPU programs are unchanged, also when a
 CPU machine lowers them.
 """
 
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from cifar_jax.models import lowering, onednn, small_conv
+from cifar_jax.kernels import lowering, onednn, small_conv
 
 
 def max_pool2x2_window(x: jax.Array) -> jax.Array:
@@ -190,10 +190,10 @@ def conv_general_dilated(
 
     On CPU (decided at trace time), for an undilated, ungrouped NHWC/HWIO conv: on a map
     smaller than its kernel :func:`conv_im2col` (square, symmetric); otherwise oneDNN's
-    conv (:mod:`cifar_jax.models.onednn`, float32, or bfloat16 on bf16 hardware, where
+    conv (:mod:`cifar_jax.kernels.onednn`, float32, or bfloat16 on bf16 hardware, where
     it built); without
     oneDNN, LeNet's 3->6 5x5 first conv as
-    :func:`cifar_jax.models.small_conv.conv_small_cin`. Everything else, and every conv
+    :func:`cifar_jax.kernels.small_conv.conv_small_cin`. Everything else, and every conv
     on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
     """
     args = dict(

@@ -1,4 +1,4 @@
-"""PyTorch eager twins of the package's flax models, for :mod:`cifar_jax.bench`.
+"""PyTorch eager twins of the package's flax models, for :mod:`cifar_jax.perf.bench`.
 
 The torch model is built from the *flax module* that :func:`cifar_jax.models.build_model`
 returns for a config (its dataclass fields: stages, widths, head, BN, dropout,

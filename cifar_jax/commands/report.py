@@ -1,0 +1,301 @@
+"""A report of one run: plots and a markdown page embedding them.
+
+    python -m cifar_jax.report --workdir=runs/lenet [--checkpoint=latest|best|STEP]
+        [--num_examples=18] [--out=DIR] [--data_dir=DIR]
+
+Writes into ``<workdir>/report/`` (or ``--out``):
+
+==========================  =========================================================
+``report.md``               the page: run facts, test metrics, every figure, tables
+``curves.png``              train / validation loss and accuracy per epoch (+ test)
+``learning_rate.png``       the learning-rate schedule as trained
+``confusion_matrix.png``    test confusion matrix: counts and row-normalized
+``per_class_accuracy.png``  accuracy of each class against the overall accuracy
+``confidence.png``          confidence of correct / wrong predictions, reliability
+``well_classified.png``     confidently correct test images (P, GT, C) (report 000 Fig 3a)
+``misclassified.png``       wrong predictions (P, GT, C) (report 000 Fig 3b)
+``filters.png``             first-layer convolution filters (report 001)
+==========================  =========================================================
+
+The test predictions come from ``eval/predictions_test_none.npz`` when it holds these
+exact weights (written by ``cifar_jax.commands.evaluate``), otherwise they are computed (and
+saved there).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from cifar_jax import eval_metrics, runs
+
+FIGURES = (
+    "curves.png",
+    "learning_rate.png",
+    "confusion_matrix.png",
+    "per_class_accuracy.png",
+    "confidence.png",
+    "well_classified.png",
+    "misclassified.png",
+    "filters.png",
+)
+
+
+def first_layer_kernel(run: runs.LoadedRun) -> tuple[str, np.ndarray] | None:
+    """``(module path, kernel (kh, kw, 3, filters))`` of the first convolution called."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), run.state.params)
+    order: list[tuple[str, ...]] = []
+
+    def record(next_fun, args, kwargs, context):
+        if context.method_name == "__call__":
+            order.append(tuple(context.module.path))
+        return next_fun(*args, **kwargs)
+
+    variables = {"params": params, "batch_stats": run.state.batch_stats}
+    with nn.intercept_methods(record):
+        jax.eval_shape(
+            lambda v: run.model.apply(v, jnp.zeros((1, 32, 32, 3)), train=False), variables
+        )
+    for path in order:
+        node: Any = params
+        for key in path:
+            node = node.get(key) if hasattr(node, "get") else None
+            if node is None:
+                break
+        kernel = node.get("kernel") if hasattr(node, "get") else None
+        if kernel is not None and np.ndim(kernel) == 4 and np.shape(kernel)[2] == 3:
+            return "/".join(path), np.asarray(kernel)
+    return None
+
+
+def select_examples(
+    probs: np.ndarray, labels: np.ndarray, num: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of well-classified and of misclassified examples to show.
+
+    Well-classified: the most confident correct example of each class in turn (so the
+    grid covers the classes), then the next most confident, and so on. Misclassified: a
+    seeded random sample of the wrong predictions (representative rather than the
+    extremes), shown from the most to the least confident.
+    """
+    preds = probs.argmax(-1)
+    conf = probs.max(-1)
+    correct = preds == labels
+    per_class = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(correct & (labels == c))
+        per_class.append(idx[np.argsort(-conf[idx], kind="stable")])
+    well: list[int] = []
+    rank = 0
+    while len(well) < num and any(rank < len(p) for p in per_class):
+        well.extend(int(p[rank]) for p in per_class if rank < len(p))
+        rank += 1
+    wrong = np.flatnonzero(~correct)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(wrong, size=min(num, wrong.size), replace=False) if wrong.size else wrong
+    sample = sample[np.argsort(-conf[sample], kind="stable")]
+    return np.asarray(well[:num], np.int64), np.asarray(sample, np.int64)
+
+
+def _caption(names: tuple[str, ...], pred: int, true: int, conf: float) -> str:
+    return f"P: {names[pred]}\nGT: {names[true]}\nC: {conf:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _metrics_table(m: dict[str, Any], results: dict[str, Any] | None) -> list[str]:
+    rows = [
+        ("accuracy", _pct(m["accuracy"])),
+        ("loss (cross-entropy)", f"{m['loss']:.4f}"),
+        *((f"top-{k} accuracy", _pct(v)) for k, v in m["top_k_accuracy"].items() if k != "1"),
+        ("macro precision / recall / F1",
+         " / ".join(f"{m['macro'][k]:.4f}" for k in ("precision", "recall", "f1"))),
+        ("weighted precision / recall / F1",
+         " / ".join(f"{m['weighted'][k]:.4f}" for k in ("precision", "recall", "f1"))),
+        ("mean confidence, correct predictions", _pct(m["mean_confidence_correct"])),
+        ("mean confidence, wrong predictions", _pct(m["mean_confidence_wrong"])),
+        (f"expected calibration error ({m['ece_bins']} bins)", f"{m['ece']:.4f}"),
+    ]  # fmt: skip
+    if results and results.get("test_accuracy_tta") is not None:
+        tta = results.get("config", {}).get("tta", "?")
+        rows.append((f"accuracy with TTA {tta} (results.json)", _pct(results["test_accuracy_tta"])))
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return lines
+
+
+def _run_facts(run: runs.LoadedRun) -> list[str]:
+    from cifar_jax import models
+
+    c, r = run.config, run.results or {}
+    facts = [
+        ("workdir", f"`{run.workdir}`"),
+        ("model", f"{c.model}: {models.model_description(c.model)}"),
+        ("trainable params", f"{run.trainable_params:,}"),
+        ("data", f"{c.dataset}, {run.num_classes} classes, {run.dataset.source}"),
+        ("split sizes", f"{len(run.dataset.train):,} train, "
+         f"{len(run.dataset.val) if run.dataset.val is not None else 0:,} val, "
+         f"{len(run.dataset.test):,} test"),
+        ("checkpoint", f"{run.checkpoint} (step {run.step}) `{run.checkpoint_path}`"),
+        ("optimizer", f"{c.optimizer}, lr {c.learning_rate:g}, {c.schedule} schedule, "
+         f"batch {c.batch_size}, weight decay {c.weight_decay:g}"),
+    ]  # fmt: skip
+    if r:
+        trained = (
+            f"{r.get('epochs', 0):g} epochs ({r.get('steps')} steps) in "
+            f"{r.get('train_seconds', 0):.0f} s on {r.get('num_devices')} "
+            f"{r.get('platform')} device(s), seed {r.get('seed')}"
+        )
+        test = f"{_pct(r.get('test_accuracy'))} / {r.get('test_loss', float('nan')):.4f}"
+        if r.get("tested_checkpoint") == "best":
+            test += " (tested on the best-validation checkpoint: --checkpoint=best)"
+        facts += [("trained", trained), ("results.json test accuracy / loss", test)]
+    else:
+        facts.append(("trained", "unfinished run (no results.json)"))
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in facts]
+    return lines
+
+
+def write_report(
+    run: runs.LoadedRun,
+    out_dir: str | None = None,
+    num_examples: int = 18,
+    seed: int = 0,
+    predictions: tuple[np.ndarray, np.ndarray] | None = None,
+) -> str:
+    """Draws every figure and writes ``report.md``; returns its path.
+
+    ``predictions`` = ``(probs, labels)`` of the test split if already computed.
+    """
+    from cifar_jax import plots
+    from cifar_jax.commands import evaluate, summary
+
+    out_dir = os.path.abspath(out_dir or os.path.join(run.workdir, "report"))
+    os.makedirs(out_dir, exist_ok=True)
+    name = run.name
+    probs, labels = predictions or evaluate.predictions(run, "test", "none")
+    m = eval_metrics.summarize(probs, labels, run.class_names)
+    cm = np.asarray(m["confusion_matrix"])
+    records = runs.read_metrics(run.workdir)
+
+    def out(file: str) -> str:
+        return os.path.join(out_dir, file)
+
+    plots.training_curves(records, out("curves.png"), f"{name}: loss and accuracy")
+    plots.learning_rate_curve(records, out("learning_rate.png"), f"{name}: learning rate")
+    plots.confusion_matrices(
+        cm, run.class_names, out("confusion_matrix.png"), f"{name}: test confusion matrix"
+    )
+    class_acc = eval_metrics.per_class_accuracy(cm)
+    plots.per_class_accuracy(
+        class_acc, run.class_names, m["accuracy"], out("per_class_accuracy.png"),
+        f"{name}: test accuracy per class",
+    )  # fmt: skip
+    plots.confidence(probs, labels, out("confidence.png"), f"{name}: confidence on the test set")
+    well, wrong = select_examples(probs, labels, num_examples, seed)
+    test_images = run.dataset.test.images
+    preds, conf = probs.argmax(-1), probs.max(-1)
+    for file, idx, heading, color in (
+        ("well_classified.png", well, "well-classified test images (most confident per class)",
+         "darkgreen"),
+        ("misclassified.png", wrong, "misclassified test images (random sample)", "darkred"),
+    ):  # fmt: skip
+        plots.image_grid(
+            test_images[idx],
+            [_caption(run.class_names, preds[i], labels[i], conf[i]) for i in idx],
+            [color] * len(idx),
+            out(file),
+            f"{name}: {heading}. P = prediction, GT = truth, C = confidence (max softmax)",
+        )
+    kernel = first_layer_kernel(run)
+    if kernel is not None:
+        plots.first_layer_filters(
+            kernel[1], out("filters.png"),
+            f"{name}: first-layer filters ({kernel[0]}, {kernel[1].shape[-1]} filters "
+            f"{kernel[1].shape[0]}x{kernel[1].shape[1]})",
+        )  # fmt: skip
+    elif os.path.exists(out("filters.png")):
+        os.remove(out("filters.png"))
+
+    lines = [f"# Report: {name}", "", *_run_facts(run), ""]
+    lines += [
+        f"## Test metrics ({m['num_examples']:,} images)",
+        "",
+        *_metrics_table(m, run.results),
+    ]
+    lines += ["", "## Training curves", "", "![loss and accuracy](curves.png)", ""]
+    if not plots.has_series(records, "val", "loss"):
+        lines += ["(no validation split in this run: --config.val_examples=0)", ""]
+    lines += ["![learning rate](learning_rate.png)", ""]
+    lines += ["## Confusion matrix", "", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += ["## Per-class metrics", "", "![per-class accuracy](per_class_accuracy.png)", ""]
+    lines += [
+        "| class | accuracy | precision | recall | F1 | support |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cls, c in m["per_class"].items():
+        lines.append(
+            f"| {cls} | {c['accuracy']:.4f} | {c['precision']:.4f} | {c['recall']:.4f} | "
+            f"{c['f1']:.4f} | {c['support']} |"
+        )
+    lines += ["", "## Confidence and calibration", "", "![confidence](confidence.png)", ""]
+    lines += ["## Well-classified and misclassified test images", ""]
+    lines += ["![well-classified](well_classified.png)", "", "![misclassified](misclassified.png)"]
+    if kernel is not None:
+        lines += ["", "## First-layer filters", "", "![first-layer filters](filters.png)"]
+    lines += ["", "## Parameters per layer", "", "```", summary.summarize(run.config), "```", ""]
+    path = out("report.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def run() -> None:
+    """Command-line entry point (flags defined here, not at import)."""
+    from absl import app, flags
+
+    from cifar_jax.commands import cli
+
+    workdir = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
+    checkpoint = flags.DEFINE_string(
+        "checkpoint", "latest", "Checkpoint to report on: latest, best or a step number."
+    )
+    out = flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
+    num_examples = flags.DEFINE_integer(
+        "num_examples", 18, "Images in each of the well- / misclassified grids."
+    )
+    seed = flags.DEFINE_integer("seed", 0, "Seed of the misclassified sample.")
+    data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
+    flags.mark_flag_as_required("workdir")
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        with cli.user_errors():
+            loaded = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
+            import jax
+
+            from cifar_jax.commands import evaluate
+
+            # Every process takes part in the (sharded) evaluation; process 0 draws.
+            predictions = evaluate.predictions(loaded, "test", "none")
+            if jax.process_index() == 0:
+                path = write_report(loaded, out.value, num_examples.value, seed.value, predictions)
+                print(f"Wrote {path} and its figures.")
+
+    app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()
+    sys.exit(0)

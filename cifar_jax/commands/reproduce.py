@@ -1,0 +1,666 @@
+"""Reproduce the seed reports: our mean ± std over seeds next to each reported number.
+
+    python -m cifar_jax.reproduce --workdir=runs/reproduce                 # every result
+    python -m cifar_jax.reproduce --workdir=runs/reproduce \\
+        --results=000_lenet,001_cnn_baseline --seeds=3
+    python -m cifar_jax.reproduce --list                      # the results and their commands
+    python -m cifar_jax.reproduce --workdir=runs/reproduce --estimate   # time the rest
+
+Each result of ``../shared/REPRODUCTION.md``'s table that the package has a recipe for is
+one :class:`SeedResult` below: a config file (or a variant of a sweep config) trained
+exactly as it is defined, once per seed. Runs live in ``<workdir>/<result>/seed_<seed>/``
+and are trained by the sweep runner: a finished run is never redone, an interrupted one
+resumes from its checkpoint, runs whose recipes are identical are trained once and
+shared. Outputs: ``<workdir>/reproduction.json`` and ``reproduction.md`` (result, report,
+model, params, the report's number, ours as mean ± std (n), the difference, epochs, time
+per run, machine, jax version, commit).
+
+``--budget``/``--data_fraction`` runs go to their own folders and are marked reduced:
+they check that a recipe runs, and are never shown as a reproduction.
+``--estimate`` times a few real train steps of each result that has no finished run
+and writes the estimated time of its full recipe on this machine into the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from typing import Any
+
+import ml_collections
+from absl import app, flags
+
+from cifar_jax import config_base, runtime
+from cifar_jax import workdir as workdir_lib
+from cifar_jax.commands import cli, sweep
+from cifar_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedResult:
+    """One reported number and the recipe that should give it."""
+
+    id: str  # "<report>_<name>"
+    report: str  # "000".."004"
+    source: str  # section / table of the report
+    recipe: str  # "configs/x.py" or "configs/sweeps/y.py:variant"
+    reported: float | tuple[float, float]  # percent; a (low, high) range where so reported
+    overrides: tuple[tuple[str, Any], ...] = ()  # applied on top of the recipe
+    metric: str = "test_accuracy"  # the results.json key the report's number is
+    note: str = ""
+
+
+# 001's "aug" and "LR sched" steps of Table 3: the baseline CNN with the augmentation the
+# report added, then with its ReduceLROnPlateau on validation accuracy (the residual step
+# is configs/resnet_small.py).
+_AUG_001 = (
+    ("random_crop_padding", 4),
+    ("random_flip", True),
+    ("autoaugment", "cifar10"),
+    ("normalization", "mean_std"),
+)
+_PLATEAU_001 = (
+    ("val_examples", 5_000),
+    ("schedule", "plateau"),
+    ("plateau_metric", "val_accuracy"),
+    ("plateau_factor", 0.5),
+    ("plateau_patience", 3),
+)
+_MINI = "CIFAR-100 mini subset here"
+
+
+def _sweep_rows(
+    prefix: str, report: str, source: str, sweep_file: str, rows: tuple[tuple[str, float], ...]
+) -> tuple[SeedResult, ...]:
+    """The rows of a report's ablation table whose variants a sweep config defines."""
+    return tuple(
+        SeedResult(f"{prefix}_{name}", report, source, f"{sweep_file}:{name}", acc)
+        for name, acc in rows
+    )
+
+
+RESULTS: tuple[SeedResult, ...] = (
+    SeedResult("000_lenet", "000", "Table 1, sec. 2.4", "configs/lenet.py", 61.0),
+    SeedResult("000_basenet_residual", "000", "sec. 3.2", "configs/basenet_residual.py", 63.0),
+    SeedResult("000_deepnet", "000", "sec. 4", "configs/deepnet.py", 90.0, note="'~90%'"),
+    SeedResult("001_cnn_baseline", "001", "sec. 1, Table 1", "configs/cnn_baseline.py", 82.35),
+    SeedResult("001_augmentation", "001", "sec. 2", "configs/cnn_baseline.py", 82.31, _AUG_001),
+    SeedResult(
+        "001_lr_schedule",
+        "001",
+        "sec. 2",
+        "configs/cnn_baseline.py",
+        83.08,
+        _AUG_001 + _PLATEAU_001,
+    ),  # fmt: skip
+    SeedResult("001_residual", "001", "sec. 2", "configs/resnet_small.py", 87.43),
+    *_sweep_rows(
+        "001_act",
+        "001",
+        "sec. 3",
+        "configs/sweeps/activations.py",
+        (
+            ("relu", 87.20),
+            ("leaky_relu", 87.39),
+            ("gelu", 87.16),
+            ("silu", 85.90),
+            ("mish", 85.58),
+            ("prelu", 85.04),
+            ("elu", 78.57),
+        ),
+    ),
+    *_sweep_rows(
+        "001_loss",
+        "001",
+        "sec. 4",
+        "configs/sweeps/losses.py",
+        (
+            ("cross_entropy", 83.28),
+            ("focal", 81.67),
+            ("cross_entropy_smooth", 78.71),
+            ("cross_entropy_l2", 73.03),
+        ),
+    ),
+    *_sweep_rows(
+        "001_opt",
+        "001",
+        "sec. 6",
+        "configs/sweeps/optimizers.py",
+        (
+            ("sgd", 86.72),
+            ("adam", 80.79),
+            ("adamw", 86.69),
+            ("rmsprop", 74.44),
+        ),
+    ),
+    SeedResult("001_resnet", "001", "sec. 7", "configs/resnet.py", 95.40),
+    SeedResult("001_vgg_a", "001", "sec. 10", "configs/sweeps/batchnorm.py:vgg_a", 83.26),
+    SeedResult("001_vgg_a_bn", "001", "sec. 10", "configs/sweeps/batchnorm.py:vgg_a_bn", 84.89),
+    SeedResult(
+        "002_cnn_bn_dropout",
+        "002",
+        "Expected Results",
+        "configs/cnn_bn_dropout.py",
+        (75.0, 85.0),
+        note="reported as a range",
+    ),  # fmt: skip
+    *_sweep_rows(
+        "003",
+        "003",
+        "Table 4",
+        "configs/sweeps/c100_regularization.py",
+        (
+            ("baseline", 54.70),
+            ("dropout", 52.70),
+            ("batchnorm", 59.15),
+            ("both", 56.25),
+            ("both_aug", 57.65),
+            ("advanced", 69.05),
+        ),
+    ),
+    SeedResult("003_resnet", "003", "sec. 6.6", "configs/c100_resnet.py", 79.25),
+    SeedResult(
+        "004_resnet_5m",
+        "004",
+        "sec. 3",
+        "configs/resnet_5m.py",
+        85.16,
+        metric="best_val_accuracy",
+        note="the report's number is validation accuracy",
+    ),  # fmt: skip
+)
+BY_ID = {r.id: r for r in RESULTS}
+# Keys that say where data lives, not what is trained: ignored when runs are compared.
+_LOCATION_KEYS = ("data_dir", "tfds_data_dir")
+
+
+def select(ids: str) -> list[SeedResult]:
+    """``"all"`` or comma-separated ids (or report numbers such as ``000``)."""
+    if ids in ("", "all"):
+        return list(RESULTS)
+    chosen: list[SeedResult] = []
+    for token in [t.strip() for t in ids.split(",") if t.strip()]:
+        matches = [BY_ID[token]] if token in BY_ID else [r for r in RESULTS if r.report == token]
+        if not matches:
+            raise ConfigError(
+                f"unknown result {token!r}; the results are: {', '.join(BY_ID)} (or a report "
+                "number such as 000). `python -m cifar_jax.reproduce --list` lists them."
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def result_config(
+    result: SeedResult,
+    seed_index: int,
+    budget: float = 1.0,
+    data_fraction: float = 1.0,
+    data_dir: str = "",
+) -> ml_collections.ConfigDict:
+    """The full training config of one run: the recipe, its seed, and a reduced budget."""
+    path, _, variant = result.recipe.partition(":")
+    if variant:
+        recipe = sweep.load_config_file(path)
+    else:
+        recipe = sweep.sweep_config(name=result.id, title=result.id, base_config=path,
+                                    variants={"recipe": {}})  # fmt: skip
+        variant = "recipe"
+    with recipe.unlocked():
+        recipe.variants[variant].update(dict(result.overrides))
+        recipe.budget, recipe.data_fraction = budget, data_fraction
+    base_seed = sweep.load_config_file(
+        recipe.variants[variant].to_dict().get("base_config", recipe.base_config)
+    ).seed  # report 003's recipes seed from 42, the report's split seed
+    config = sweep.variant_config(recipe, variant, base_seed + seed_index)
+    if data_dir:
+        config.data_dir = data_dir
+    return config
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _LOCATION_KEYS}
+
+
+def _same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same training, by the fields both configs have (a field added to the package
+    after a run was made has its old behaviour as default)."""
+    a, b = _comparable(a), _comparable(b)
+    return all(_norm(a[k]) == _norm(b[k]) for k in a.keys() & b.keys())
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+@dataclasses.dataclass
+class Run:
+    result: SeedResult
+    seed: int
+    config: ml_collections.ConfigDict
+    directory: str
+    shared_with: str = ""  # another result whose identical run this one reuses
+
+
+def plan(
+    results: list[SeedResult],
+    seeds: int,
+    workdir: str,
+    budget: float = 1.0,
+    data_fraction: float = 1.0,
+    data_dir: str = "",
+) -> list[Run]:
+    """Every (result, seed) run, built first so a broken recipe stops before training."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds={seeds}: give at least 1 seed (default 3).")
+    reduced = budget < 1 or data_fraction < 1
+    suffix = f"__budget{budget:g}_data{data_fraction:g}" if reduced else ""
+    runs: list[Run] = []
+    for result in results:
+        for k in range(seeds):
+            config = result_config(result, k, budget, data_fraction, data_dir)
+            directory = os.path.join(workdir, result.id + suffix, f"seed_{config.seed}")
+            twin = next(
+                (r for r in runs if _same_recipe(r.config.to_dict(), config.to_dict())), None
+            )
+            if twin is not None:
+                runs.append(Run(result, config.seed, config, twin.directory, twin.result.id))
+            else:
+                runs.append(Run(result, config.seed, config, directory))
+    return runs
+
+
+def finished(run: Run) -> dict[str, Any] | None:
+    """The run's results.json if it finished with this recipe; a run made with another
+    recipe (the config changed since) stops the command instead of being averaged."""
+    path = os.path.join(run.directory, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    if not _same_recipe(results.get("config", {}), run.config.to_dict()):
+        a, b = _comparable(results["config"]), _comparable(run.config.to_dict())
+        changed = sorted(k for k in a.keys() & b.keys() if _norm(a[k]) != _norm(b[k]))
+        raise ConfigError(
+            f"{run.directory} holds a finished run of another recipe than {run.result.id}'s "
+            f"today (fields {changed} differ). Move that folder away (or use another "
+            "--workdir) to train the current recipe; it is not averaged with new runs."
+        )
+    return results
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run_seconds(results: dict[str, Any]) -> float:
+    """Wall time of one run as its results.json records it (compile + training loop)."""
+    return float(results.get("train_seconds") or 0) + float(results.get("compile_seconds") or 0)
+
+
+def _eta(runs: list[Run], done: dict[str, list[float]], estimates: dict[str, float]) -> str:
+    """Time left: each remaining run takes the mean time of its result's finished runs,
+    else its --estimate; runs with neither are counted apart."""
+    left, unknown = 0.0, 0
+    for run in runs:
+        times = done.get(run.result.id)
+        if times:
+            left += sum(times) / len(times)
+        elif run.result.id in estimates:
+            left += estimates[run.result.id]
+        else:
+            unknown += 1
+    eta = _hms(left)
+    return eta + (f" + {unknown} run(s) not yet timed" if unknown else "")
+
+
+def run_all(runs: list[Run], estimates: dict[str, float] | None = None) -> None:
+    """Trains every run that has not finished, one after another, with a progress line."""
+    estimates = estimates or {}
+    done: dict[str, list[float]] = {}
+    pending = []
+    for run in runs:
+        results = finished(run)
+        if results is None:
+            pending.append(run)
+        else:
+            done.setdefault(run.result.id, []).append(run_seconds(results))
+    trained: set[str] = set()
+    for i, run in enumerate(pending, 1):
+        if run.directory in trained:  # shared with a result trained just before
+            continue
+        print(
+            f"[{i}/{len(pending)} to train, {len(runs)} runs in all] {run.result.id}, seed "
+            f"{run.seed} -> {run.directory} | ETA {_eta(pending[i - 1 :], done, estimates)}",
+            flush=True,
+        )
+        outcome = sweep.run_one(run.config, run.directory)
+        trained.add(run.directory)
+        if outcome["status"] == "done":
+            done.setdefault(run.result.id, []).append(run_seconds(outcome["results"]))
+
+
+def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, Any]]:
+    """Times ``steps`` real train steps of each result without a finished run and scales
+    to its full recipe: steps of training only (validation and test passes add a few %)."""
+    from cifar_jax import train
+
+    out: dict[str, dict[str, Any]] = {}
+    timed: dict[tuple, dict[str, Any]] = {}  # one timing per net and batch size
+    for run in runs:
+        if run.result.id in out or finished(run) is not None:
+            continue
+        config = ml_collections.ConfigDict(run.config.to_dict())
+        full_steps = recipe_steps(config)
+        key = tuple(_norm(config[k]) for k in _THROUGHPUT_KEYS)
+        key = tuple(tuple(k) if isinstance(k, list) else k for k in key)
+        if key not in timed:
+            # Synthetic images of CIFAR's shape through the real pipeline and train step:
+            # the same step cost, without loading and testing on the real data each time.
+            config.num_train_steps = min(steps, full_steps)
+            config.log_every_steps = config.num_train_steps
+            config.data_source = "synthetic"
+            config.class_subset = config.max_train_examples = 0
+            config.synthetic_train_examples = (
+                config.val_examples + (config.num_train_steps + 1) * config.batch_size
+            )
+            config.synthetic_test_examples = config.eval_batch_size or config.batch_size
+            config.test_checkpoint, config.early_stopping_patience = "final", 0
+            with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+                print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps",
+                      flush=True)  # fmt: skip
+                timed[key] = train.train_and_evaluate(config, tmp)
+        results = timed[key]
+        per_second = results["train_images_per_second"]
+        out[run.result.id] = {
+            "images_per_second": per_second,
+            "full_recipe_steps": full_steps,
+            "estimated_seconds": full_steps * config.batch_size / per_second
+            if per_second
+            else None,
+            "timed_steps": results["steps"],
+            "cpu": results.get("cpu"),
+            "device_kind": results.get("device_kind"),
+            "commit": results.get("commit"),
+        }
+    return out
+
+
+# What a train step's speed depends on; results that share these share one timing.
+_THROUGHPUT_KEYS = (
+    "model", "batch_size", "activation", "widths", "stage_blocks", "stage_strides",
+    "stem_width", "head_widths", "batch_norm", "autoaugment", "mixup_alpha", "cutmix_alpha",
+)  # fmt: skip
+
+
+def recipe_steps(config: ml_collections.ConfigDict) -> int:
+    """Optimizer steps of the full recipe: epochs x full batches of the training split."""
+    if config.num_train_steps:
+        return int(config.num_train_steps)
+    classes = 100 if config.dataset == "cifar100" else 10
+    total = (
+        (config.synthetic_train_examples if config.data_source == "synthetic" else 50_000)
+        * (config.class_subset or classes)
+        // classes
+    )
+    examples = config.max_train_examples or total - config.val_examples
+    return int(config.num_epochs * (examples // config.batch_size))
+
+
+def _difference(ours: float, reported: float | tuple[float, float]) -> float:
+    """Points from the report's number (or from the nearest end of its range)."""
+    if isinstance(reported, tuple):
+        low, high = reported
+        return 0.0 if low <= ours <= high else (ours - high if ours > high else ours - low)
+    return ours - reported
+
+
+def _expected_test_examples(config: dict[str, Any]) -> int:
+    classes = 100 if config["dataset"] == "cifar100" else 10
+    return 10_000 * (config["class_subset"] or classes) // classes
+
+
+def summarize(
+    runs: list[Run],
+    budget: float,
+    data_fraction: float,
+    estimates: dict[str, dict[str, Any]],
+    seeds: int,
+    workdir: str,
+) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    reduced = budget < 1 or data_fraction < 1
+    for result in dict.fromkeys(r.result for r in runs):
+        mine = [r for r in runs if r.result is result]
+        done = [d for d in (finished(r) for r in mine) if d is not None]
+        failed = [
+            open(os.path.join(r.directory, "error.txt"), encoding="utf-8").readline().strip()
+            for r in mine
+            if os.path.exists(os.path.join(r.directory, "error.txt"))
+        ]
+        config = mine[0].config
+        row: dict[str, Any] = {
+            "id": result.id,
+            "report": result.report,
+            "source": result.source,
+            "recipe": result.recipe,
+            "model": config.model,
+            "reported": list(result.reported)
+            if isinstance(result.reported, tuple)
+            else result.reported,
+            "metric": result.metric,
+            "note": result.note,
+            "runs": len(done),
+            "seeds_planned": len(mine),
+            "reduced": reduced,
+            "command": f"python -m cifar_jax.reproduce --workdir={shlex.quote(workdir)} "
+            f"--results={result.id} --seeds={seeds}",
+            "shared_with": sorted({r.shared_with for r in mine if r.shared_with}),
+            "failed": failed,
+        }
+        if done:
+            values = [100 * d[result.metric] for d in done if d.get(result.metric) is not None]
+            mean, std = sweep._mean_std(values) if values else (None, None)
+            short = [
+                d["test_examples"]
+                for d in done
+                if d.get("test_examples") is not None
+                and d["test_examples"] < _expected_test_examples(d["config"])
+            ]
+            row.update(
+                {
+                    "per_seed": values,
+                    "seeds": [d["seed"] for d in done],
+                    "mean": mean,
+                    "std": std,
+                    "difference": None if mean is None else _difference(mean, result.reported),
+                    "trainable_params": done[0]["trainable_params"],
+                    "epochs": done[0]["epochs"],
+                    "seconds_per_run": sum(run_seconds(d) for d in done) / len(done),
+                    "resumed_runs": sum(1 for d in done if d.get("resumed_from_step")),
+                    "cpu": sorted({d.get("cpu") or "not recorded" for d in done}),
+                    "device_kind": sorted({d.get("device_kind") or "not recorded" for d in done}),
+                    "commit": sorted({d.get("commit") or "not recorded" for d in done}),
+                    # The data here is smaller than the report's (e.g. CIFAR-100 mini).
+                    "comparable": not reduced and not short,
+                    "test_examples": done[0].get("test_examples"),
+                }
+            )
+            if short:
+                row["note"] = (row["note"] + "; " if row["note"] else "") + (
+                    f"{_MINI}: {short[0]} test images, not the report's split: not comparable"
+                )
+        else:
+            from cifar_jax.commands import summary as summary_lib
+
+            row["trainable_params"] = summary_lib.trainable_param_count(config)
+            row["epochs"] = config.num_epochs
+            if result.id in estimates:
+                row["estimate"] = estimates[result.id]
+        rows.append(row)
+    return {
+        "made": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": runtime.machine_info(),
+        "seeds": seeds,
+        "budget": budget,
+        "data_fraction": data_fraction,
+        "reduced": reduced,
+        "rows": rows,
+    }
+
+
+def _reported(row: dict[str, Any]) -> str:
+    r = row["reported"]
+    return f"{r[0]:g}-{r[1]:g}" if isinstance(r, list) else f"{r:.2f}"
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    m = summary["machine"]
+    lines = ["# Reproduction of the seed reports", ""]
+    if summary["reduced"]:
+        lines += [
+            f"**Reduced run** (budget={summary['budget']:g} of each recipe's epochs, "
+            f"data_fraction={summary['data_fraction']:g} of its training images): these "
+            "numbers check that the recipes run; they are **not reproductions** and are not "
+            "compared with the reports.",
+            "",
+        ]
+    lines += [
+        f"Summarized {summary['made']} on {m['cpu']}, {m['cores']} cores, {m['devices']} "
+        f"({m['backend']}), jax {m['jax']}, commit {m['commit']}. Each run's own CPU and "
+        "commit are in reproduction.json. Accuracy in %, mean ± sample std over seeds (n).",
+        "",
+        "| result | report | model | params | reported | ours | difference | epochs "
+        "| time per run | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        head = (
+            f"| {row['id']} | {row['report']} {row['source']} | {row['model']} "
+            f"| {row['trainable_params']:,} | {_reported(row)} "
+        )
+        if not row["runs"] and row["failed"]:
+            lines.append(head + f"| FAILED: {row['failed'][0][:100]} | | | | |")
+            continue
+        if not row["runs"]:
+            est = row.get("estimate")
+            when = (
+                f"not yet run here; est. {_hms(est['estimated_seconds'])} per run on this "
+                f"machine ({est['images_per_second']:,.0f} img/s)"
+                if est and est.get("estimated_seconds")
+                else "not yet run here"
+            )
+            lines.append(head + f"| {when} | | {row['epochs']:g} | | `{row['command']}` |")
+            continue
+        ours = f"{row['mean']:.2f} ± {row['std']:.2f} ({row['runs']})"
+        if row["reduced"]:
+            diff = "reduced, not compared"
+        elif not row["comparable"]:
+            diff = "not comparable"
+        else:
+            diff = f"{row['difference']:+.2f}"
+        note = row["note"]
+        if row["runs"] < row["seeds_planned"]:
+            note = (note + "; " if note else "") + f"{row['runs']} of {row['seeds_planned']} seeds"
+        if row["resumed_runs"]:
+            note = (note + "; " if note else "") + (
+                f"{row['resumed_runs']} run(s) resumed: their time is the last segment's"
+            )
+        if row["failed"]:
+            note = (note + "; " if note else "") + (
+                f"{len(row['failed'])} run(s) FAILED: {row['failed'][0][:100]}"
+            )
+        if row["shared_with"]:
+            note = (note + "; " if note else "") + f"same runs as {', '.join(row['shared_with'])}"
+        lines.append(
+            head + f"| {ours} | {diff} | {row['epochs']:g} | {_hms(row['seconds_per_run'])} "
+            f"| {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(summary: dict[str, Any], workdir: str) -> None:
+    workdir_lib.write_json_atomic(os.path.join(workdir, "reproduction.json"), summary)
+    with open(os.path.join(workdir, "reproduction.md"), "w", encoding="utf-8") as f:
+        f.write(to_markdown(summary))
+
+
+def list_results() -> str:
+    lines = ["result | report | reported | recipe"]
+    for r in RESULTS:
+        reported = (
+            f"{r.reported[0]:g}-{r.reported[1]:g}" if isinstance(r.reported, tuple) else r.reported
+        )
+        extra = " + " + ", ".join(f"{k}={v}" for k, v in r.overrides) if r.overrides else ""
+        lines.append(f"{r.id} | {r.report} {r.source} | {reported} | {r.recipe}{extra}")
+    return "\n".join(lines)
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for the runs and the tables.")
+_RESULTS = flags.DEFINE_string("results", "all", "Comma-separated result ids or report numbers.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per result (the recipe's seed, +1, +2, ...).")
+_BUDGET = flags.DEFINE_float("budget", 1.0, "Fraction of each recipe's epochs (reduced run).")
+_DATA_FRACTION = flags.DEFINE_float("data_fraction", 1.0, "Fraction of the training images.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Data folder for every run ('' = the config's).")
+_LIST = flags.DEFINE_bool("list", False, "List the results and exit.")
+_ESTIMATE = flags.DEFINE_bool("estimate", False, "Time the results without finished runs.")
+_ESTIMATE_STEPS = flags.DEFINE_integer("estimate_steps", 12, "Steps timed per --estimate.")
+_SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the tables from finished runs.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    with cli.user_errors():
+        if _LIST.value:
+            print(list_results())
+            return
+        if not _WORKDIR.value:
+            raise ConfigError("--workdir is required (the folder for the runs and tables).")
+        results = select(_RESULTS.value)
+        workdir = workdir_lib.prepare(_WORKDIR.value)
+        runs = plan(results, _SEEDS.value, workdir, _BUDGET.value, _DATA_FRACTION.value,
+                    _DATA_DIR.value)  # fmt: skip
+        for run in runs:
+            config_base.validate_config(run.config)
+        cli.prepare_process(runs[0].config)
+        from cifar_jax import train
+
+        with train.hold_workdir(workdir, what="reproduce"):  # one reproduce per workdir
+            _run_and_summarize(runs, workdir)
+
+
+def _run_and_summarize(runs: list[Run], workdir: str) -> None:
+    """Trains (or times) the plan, then writes the tables."""
+    estimates_path = os.path.join(workdir, "estimates.json")
+    estimates: dict[str, dict[str, Any]] = {}
+    if os.path.exists(estimates_path):
+        with open(estimates_path, encoding="utf-8") as f:
+            estimates = json.load(f)
+    if _ESTIMATE.value:
+        estimates.update(estimate(runs, _ESTIMATE_STEPS.value, workdir))
+        workdir_lib.write_json_atomic(estimates_path, estimates)
+    elif not _SUMMARIZE.value:
+        started = time.time()
+        run_all(runs, {k: v["estimated_seconds"] for k, v in estimates.items()
+                       if v.get("estimated_seconds")})  # fmt: skip
+        print(f"Trained for {_hms(time.time() - started)}.", flush=True)
+    summary = summarize(runs, _BUDGET.value, _DATA_FRACTION.value, estimates,
+                        _SEEDS.value, _WORKDIR.value)  # fmt: skip
+    write(summary, workdir)
+    print(to_markdown(summary), flush=True)
+
+
+def run() -> None:
+    app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()
+    sys.exit(0)

@@ -1,0 +1,44 @@
+"""Data parallelism: the device mesh, batch shardings, batch-size checks, and the context a
+jitted step is traced in (its kernels chosen by the lowering platform, its batch sharded
+over the mesh). Shared by training and every read-only command, so none of them needs the
+trainer to place a batch on the devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from cifar_jax.errors import ConfigError
+from cifar_jax.kernels import lowering, onednn
+
+
+def create_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D ``data`` mesh over every device of every process."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+    n = mesh.devices.size
+    if batch_size <= 0 or batch_size % n:
+        raise ConfigError(
+            f"{name}={batch_size} cannot be split evenly over the {n} devices "
+            f"({jax.process_count()} process(es)); use a positive multiple of {n}."
+        )
+
+
+def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Assembles each process's slice of a global batch into one sharded global array."""
+
+
+def traced_on(mesh: Mesh, step: Callable) -> Callable:
+    """``step`` with its kernels chosen by the platform it is lowered for
+    (:func:`cifar_jax.kernels.lowering.platform_step`: CPU kernels only in CPU programs),
+    traced knowing its batch is sharded over ``mesh`` (so the CPU convs run per device
+    shard, :func:`cifar_jax.kernels.onednn.batch_sharded_over`). Every jitted step that
+    runs a model goes through it: train, eval, TTA, predict, analyze."""
+    return lowering.platform_step(step, lambda: onednn.batch_sharded_over(mesh))

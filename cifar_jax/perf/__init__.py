@@ -1,0 +1,3 @@
+"""Benchmarks: the real train/eval steps timed against PyTorch twins (``bench``), per-op
+profiles (``bench_ops``) and the CPU kernel levers (``bench_levers``). Nothing in training,
+the steps or the models imports them."""
