@@ -307,33 +307,46 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-# The allowed values of the enumerated fields; models and activations are checked by
-# cifar_jax.models when the model is built.
-CHOICES = {
-    "dataset": ("cifar10", "cifar100"),
-    "data_source": ("auto", "files", "download", "tfds", "synthetic"),
-    "label_type": ("fine", "coarse"),
-    "crop_padding_mode": ("constant", "reflect"),
-    "normalization": ("mean_std", "half", "none"),
-    "autoaugment": ("none", "cifar10"),
-    "flip_mode": ("random", "alternating"),
-    "kernel_init": ("pytorch", "kaiming"),
-    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
-    "nonfinite_loss": ("stop", "skip"),
-    "schedule": ("constant", "cosine", "linear", "step", "onecycle", "plateau"),
-    "schedule_step": ("step", "epoch"),
-    "plateau_metric": ("val_loss", "val_accuracy"),
-    "plateau_threshold_mode": ("rel", "abs"),
-    "loss": ("cross_entropy", "focal"),
-    "loss_reduction": ("mean", "sum"),
-    "best_metric": ("val_accuracy", "val_loss"),
-    "test_checkpoint": ("auto", "final", "best"),
-    "tta": ("none", "flip", "flip_translate", "airbench"),
-}
+def choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of each enumerated field, read from the module whose dispatch
+    uses them, so a new option is written in one place.
+
+    Imported here rather than at the top: config files import this module and stay free of
+    jax. Importing jax does not start its backend (XLA reads XLA_FLAGS when the first
+    device is used), so cli.prepare may validate before it sets the flags.
+    """
+    from cifar_jax import losses, models, optim, steps, tracking, tta
+    from cifar_jax.data import augment, pipeline, sources
+
+    return {
+        "dataset": sources.DATASETS,
+        "data_source": sources.DATA_SOURCES,
+        "label_type": sources.LABEL_TYPES,
+        "crop_padding_mode": augment.CROP_PADDING_MODES,
+        "normalization": pipeline.NORMALIZATIONS,
+        "autoaugment": augment.AUTOAUGMENT_POLICIES,
+        "flip_mode": augment.FLIP_MODES,
+        "model": models.MODEL_NAMES,
+        "activation": models.ACTIVATIONS,
+        "kernel_init": models.KERNEL_INITS,
+        "optimizer": optim.OPTIMIZERS,
+        "nonfinite_loss": steps.NONFINITE_LOSS,
+        "schedule": optim.SCHEDULES,
+        "schedule_step": optim.SCHEDULE_STEPS,
+        "plateau_metric": optim.PLATEAU_METRICS,
+        "plateau_threshold_mode": optim.PLATEAU_THRESHOLD_MODES,
+        "loss": losses.LOSSES,
+        "loss_reduction": losses.LOSS_REDUCTIONS,
+        "best_metric": tracking.BEST_METRICS,
+        "test_checkpoint": tracking.TEST_CHECKPOINTS,
+        "tta": tta.TTA_MODES,
+    }
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Rejects bad values before any data is loaded or any step is compiled.
+    """The one check of a config, before any data is read or any step is compiled: every
+    entry point (cli.prepare, sweep and reproduce variants, bench overrides,
+    train.train_and_evaluate) calls it, and the modules that use the fields trust it.
 
     Raises ConfigError naming the field, the bad value and what to use instead.
     """
@@ -346,7 +359,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"unknown config field(s) {unknown}; the known fields are listed in "
             "cifar_jax/config_base.py."
         )
-    for name, allowed in CHOICES.items():
+    for name, allowed in choices().items():
         if config[name] not in allowed:
             raise ConfigError(
                 f"{name}={config[name]!r} is not known; use one of {list(allowed)} "
@@ -390,7 +403,47 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             )
     if config.label_type == "coarse" and config.dataset != "cifar100":
         raise ConfigError("label_type='coarse' exists only for dataset='cifar100'.")
+    for name in ("synthetic_train_examples", "synthetic_test_examples"):
+        if config.data_source == "synthetic" and not config[name] > 0:
+            raise ConfigError(f"{name}={config[name]} must be positive; set --config.{name}.")
     _check_training_options(config)
+    _check_data_sizes(config)
+    from cifar_jax import models
+
+    # Unknown model overrides (widths, stage_blocks, ...) and bn_momentum; the class count
+    # does not change what is checked.
+    models.build_model(config, 10)
+
+
+def _check_data_sizes(config: ml_collections.ConfigDict) -> None:
+    """class_subset, val_examples and batch_size against the data's size as its source
+    defines it (sources.expected_train_examples), so they fail before any file is read."""
+    from cifar_jax.data import sources
+    from cifar_jax.errors import ConfigError
+
+    classes = sources.num_classes(config.dataset, config.label_type)
+    if config.class_subset > classes:
+        raise ConfigError(
+            f"class_subset={config.class_subset} but {config.dataset} with label_type="
+            f"{config.label_type!r} has only {classes} classes; set --config.class_subset to "
+            f"1..{classes} (0 = all)."
+        )
+    total = sources.expected_train_examples(config)
+    if total is None:  # only the files tell (allow_partial_train_files): load_dataset checks
+        return
+    if config.val_examples >= total:
+        raise ConfigError(
+            f"val_examples={config.val_examples} leaves no training data: the training split "
+            f"has {total} examples; set --config.val_examples below {total}."
+        )
+    train = total - config.val_examples
+    if config.max_train_examples:
+        train = min(train, config.max_train_examples)
+    if config.batch_size > train:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than the training split ({train} "
+            "examples); use a smaller batch_size."
+        )
 
 
 def _check_training_options(config: ml_collections.ConfigDict) -> None:

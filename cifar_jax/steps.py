@@ -137,6 +137,8 @@ class Lookahead:
         return state.replace(lookahead=average, **weights)
 
 
+# config.nonfinite_loss: on a NaN/Inf training loss, stop the run or skip the step.
+NONFINITE_LOSS = ("stop", "skip")
 _MIX_STREAM = 0x6D6978  # folded into the step's dropout key for the mixup / cutmix draws
 
 

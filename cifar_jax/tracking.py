@@ -31,6 +31,8 @@ from cifar_jax import checkpoint, optim
 from cifar_jax.errors import ConfigError
 
 BEST_METRICS = ("val_accuracy", "val_loss")
+# The state the final test evaluates ("auto": best with early stopping, else final).
+TEST_CHECKPOINTS = ("auto", "final", "best")
 
 
 @flax.struct.dataclass
@@ -118,31 +120,14 @@ def should_stop(state, config) -> bool:
 def test_checkpoint(config) -> str:
     """ "best" or "final": the state the final test evaluates."""
     choice = config.test_checkpoint
-    if choice not in ("auto", "final", "best"):
+    if choice not in TEST_CHECKPOINTS:
         raise ConfigError(
-            f"test_checkpoint={choice!r} is not known; use one of ['auto', 'final', 'best'] "
+            f"test_checkpoint={choice!r} is not known; use one of {list(TEST_CHECKPOINTS)} "
             "(e.g. --config.test_checkpoint=auto)."
         )
     if choice == "auto":
         return "best" if config.early_stopping_patience > 0 else "final"
     return choice
-
-
-def check_config(config, has_val: bool) -> None:
-    """The options that need a validation split fail early without one."""
-    if has_val:
-        return
-    needs = {
-        "schedule": config.schedule == "plateau",
-        "early_stopping_patience": config.early_stopping_patience > 0,
-        "test_checkpoint": config.test_checkpoint == "best",
-    }
-    for name, needed in needs.items():
-        if needed:
-            raise ConfigError(
-                f"{name}={config[name]!r} needs a validation split, but val_examples=0; "
-                "set e.g. --config.val_examples=5000."
-            )
 
 
 def check_schedule(config, steps_per_epoch: int, total_steps: int) -> None:
@@ -218,8 +203,8 @@ def results(state, config, tested: str) -> dict[str, Any]:
 __all__ = [
     "BEST_METRICS",
     "BestCheckpoint",
+    "TEST_CHECKPOINTS",
     "ValTracker",
-    "check_config",
     "check_schedule",
     "improved_at",
     "init_tracker",

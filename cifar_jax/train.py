@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from cifar_jax import (
     checkpoint,
+    config_base,
     data,
     metrics,
     models,
@@ -255,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results.
 
     The workdir is held for the whole run: a second run started on it stops at once."""
+    config_base.validate_config(config)  # before any data is read (Python API callers too)
     workdir = workdir_lib.prepare(workdir)
     with hold_workdir(workdir):
         return _train_and_evaluate(config, workdir)
@@ -281,7 +283,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
     if total_steps <= 0:
         raise ConfigError("num_epochs (or num_train_steps) must be > 0.")
-    tracking.check_config(config, has_val=dataset.val is not None)
     if dataset.val is not None:
         tracking.check_schedule(config, steps_per_epoch, total_steps)
     _console(

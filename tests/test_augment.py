@@ -552,3 +552,16 @@ def test_mixing_is_identical_on_one_and_eight_devices():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["same"], result
     assert len(set(result["lams"])) == 4  # four keys, four different mixes
+
+
+def test_augment_does_not_import_the_pipeline():
+    """The pipeline imports the augmentation ops and their settings, never the reverse
+    (no import circle): AugmentConfig lives in augment, pipeline re-exports it."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(augment))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("pipeline" in (name or "") for name in imported), imported
+    assert pipeline.AugmentConfig is augment.AugmentConfig

@@ -33,3 +33,79 @@ def test_vgg_pair_differs_only_in_batch_norm():
     differ = {k for k in plain if plain[k] != with_bn[k]}
     assert differ == {"model", "batch_norm"}
     assert recipes.report001_vgg_bn_study().num_epochs == 25
+
+
+def test_choices_are_the_owning_modules_tuples():
+    """Each enumerated field's allowed values are the tuple its own module dispatches on
+    (the same object, not a copy), so adding an option there is enough."""
+    from cifar_jax import losses, models, optim, steps, tracking, tta
+    from cifar_jax.data import augment, pipeline, sources
+
+    choices = config_base.choices()
+    owners = {
+        "dataset": sources.DATASETS,
+        "normalization": pipeline.NORMALIZATIONS,
+        "flip_mode": augment.FLIP_MODES,
+        "crop_padding_mode": augment.CROP_PADDING_MODES,
+        "activation": models.ACTIVATIONS,
+        "kernel_init": models.KERNEL_INITS,
+        "model": models.MODEL_NAMES,
+        "optimizer": optim.OPTIMIZERS,
+        "loss": losses.LOSSES,
+        "tta": tta.TTA_MODES,
+        "best_metric": tracking.BEST_METRICS,
+        "test_checkpoint": tracking.TEST_CHECKPOINTS,
+        "nonfinite_loss": steps.NONFINITE_LOSS,
+    }
+    for name, values in owners.items():
+        assert choices[name] is values, name
+    base = config_base.base_config()
+    for name, values in choices.items():
+        assert base[name] in values, name  # every default is an allowed value
+
+
+def test_config_files_import_no_jax():
+    """Loading a config file (config_base.base_config) imports no jax; validating does,
+    without starting the backend, so XLA flags set afterwards still apply."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from cifar_jax import config_base\n"
+        "config = config_base.load_config_file('configs/lenet.py')\n"
+        "assert 'jax' not in sys.modules, 'config files import jax'\n"
+        "config_base.validate_config(config)\n"
+        "assert 'jax' in sys.modules\n"
+        "os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=3'\n"
+        "import jax\n"
+        "print(len(jax.devices('cpu')))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "3"  # the flag set after validation was honoured
+
+
+def test_bad_config_stops_before_any_data_is_read(tmp_path):
+    """train_and_evaluate validates first: with a data_dir that does not exist, the config
+    error (not the missing data) is what the user sees."""
+    from cifar_jax import train
+    from cifar_jax.errors import ConfigError
+
+    config = config_base.base_config()
+    config.data_source = "files"
+    config.data_dir = str(tmp_path / "nonexistent")
+    config.flip_mode = "sometimes"
+    with pytest.raises(ConfigError, match="flip_mode='sometimes'"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    config.flip_mode = "random"
+    config.val_examples = 50_000  # too large for CIFAR-10's 50,000 training images
+    with pytest.raises(ConfigError, match="val_examples=50000 leaves no training data"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # nor was the workdir made

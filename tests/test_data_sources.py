@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config_base import base_config, validate_config
 from cifar_jax.data import (
     ArraySplit,
     channel_mean_std,
@@ -21,6 +21,7 @@ from cifar_jax.data import (
     read_official,
     synthetic_data,
 )
+from cifar_jax.data.sources import expected_train_examples
 from cifar_jax.errors import ConfigError, DataError
 
 FOLDERS = {
@@ -405,7 +406,6 @@ def test_load_dataset_without_val_and_max_larger_than_train(tmp_path):
         ({"label_type": "coarse"}, "label_type='coarse' only exists for cifar100"),
         ({"label_type": "medium"}, "label_type='medium' is unknown"),
         ({"data_source": "web"}, "data_source='web' is unknown"),
-        ({"class_subset": 11}, "class_subset=11 but cifar10"),
         ({"class_subset": -1}, "class_subset=-1 must be a non-negative integer"),
         ({"val_examples": 50}, "val_examples=50 leaves no training data"),
     ],
@@ -416,10 +416,39 @@ def test_load_dataset_config_errors(tmp_path, overrides, message):
         load_dataset(files_config(tmp_path, **overrides))
 
 
-def test_cifar100_coarse_subset_bound(tmp_path):
-    write_folder(tmp_path, "cifar100", "binary", make_release("cifar100", 100, 100))
-    with pytest.raises(ConfigError, match="has only 20 classes"):
-        load_dataset(files_config(tmp_path, "cifar100", label_type="coarse", class_subset=21))
+def test_class_subset_bound_is_checked_before_any_file_is_read(tmp_path):
+    """class_subset against the class count is the config validator's check; the folder
+    holds no data at all, so a check after reading would fail differently."""
+    config = files_config(tmp_path, "cifar100", label_type="coarse", class_subset=21)
+    with pytest.raises(ConfigError, match="class_subset=21 but cifar100.*has only 20 classes"):
+        validate_config(config)
+    config = files_config(tmp_path, class_subset=11)
+    with pytest.raises(ConfigError, match="class_subset=11 but cifar10"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, 50_000),
+        ({"class_subset": 3}, 15_000),
+        ({"dataset": "cifar100", "class_subset": 20}, 10_000),
+        ({"dataset": "cifar100", "label_type": "coarse", "class_subset": 2}, 5_000),
+        ({"data_source": "tfds", "dataset": "cifar100"}, 50_000),
+        ({"allow_partial_train_files": True}, None),
+        ({"allow_partial_train_files": True, "dataset": "cifar100"}, 50_000),
+    ],
+)
+def test_expected_train_examples_from_the_source_definition(overrides, expected):
+    config = base_config()
+    config.update(overrides)
+    assert expected_train_examples(config) == expected
+
+
+@pytest.mark.parametrize(("count", "subset"), [(128, 0), (128, 3), (39, 7), (2048, 10)])
+def test_expected_train_examples_matches_the_synthetic_data(count, subset):
+    config = synthetic_config(synthetic_train_examples=count, class_subset=subset)
+    assert expected_train_examples(config) == len(load_dataset(config).train)
 
 
 # ------------------------------------------------------------------ synthetic

@@ -86,11 +86,10 @@ def _drop_library_tracebacks(record: std_logging.LogRecord) -> bool:
 
 
 def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Validates a training config and sets up the process for it."""
+    """Validates a training config (all of it, before any data is read) and sets up the
+    process for it. Validation imports jax but does not start its backend, so the XLA
+    flags prepare_process sets still apply."""
     config_base.validate_config(config)
-    from cifar_jax import models
-
-    models.build_model(config, 10)  # rejects an unknown model / activation now, not later
     prepare_process(config)
     return config
 

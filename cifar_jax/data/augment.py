@@ -34,22 +34,80 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from cifar_jax.data.pipeline import AugmentConfig
-
 AUTOAUGMENT_POLICIES = ("none", "cifar10")
 FLIP_MODES = ("random", "alternating")
+CROP_PADDING_MODES = ("constant", "reflect")
 # Third entropy word of the base-flip generator: keeps its stream apart from the epoch
 # permutations' default_rng([seed, epoch]) (which pad to [seed, epoch, 0, ...]).
 _BASE_FLIP_STREAM = 0x666C6970  # "flip"
 # Tries at finding an erasing rectangle that fits, as torchvision.
 _ERASING_TRIES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The random augmentation of the training pipeline (see :mod:`cifar_jax.data.augment`
+    for each op's semantics and the fixed order they run in)."""
+
+    crop_padding: int = 0
+    crop_padding_mode: str = "constant"
+    flip: bool = False
+    # How ``flip`` chooses the images it mirrors: "random" (each image of each batch with
+    # probability 1/2) or "alternating" (airbench: a fixed random half in even epochs,
+    # the other half in odd epochs; see augment.base_flips / alternating_flips).
+    flip_mode: str = "random"
+    # AutoAugment policy: "none" or "cifar10" (torchvision's AutoAugmentPolicy.CIFAR10).
+    autoaugment: str = "none"
+    # ColorJitter strengths (0 = that op off).
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    # ColorJitter hue: hue_factor uniform in [-hue, hue] (0 = off).
+    hue: float = 0.0
+    # RandomRotation: angle uniform in [-rotation, rotation] degrees (0 = off).
+    rotation: float = 0.0
+    # RandomErasing: probability (0 = off), area fraction range, aspect ratio range.
+    erasing_prob: float = 0.0
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    # Cutout square side in pixels (0 = off).
+    cutout_size: int = 0
+    # uint8 RGB value erasing and cutout fill with: the normalization mean, i.e. 0 once
+    # normalized (torchvision's RandomErasing(value=0) after Normalize).
+    fill: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def from_config(cls, config, mean=None) -> AugmentConfig:
+        """The config's augmentation; ``mean`` (in [0, 1] units, the one
+        :func:`cifar_jax.data.pipeline.normalization_stats` gives) sets the erasing /
+        cutout fill. The config's values are checked by
+        :func:`cifar_jax.config_base.validate_config`, not here."""
+        fill = (0, 0, 0)
+        if mean is not None:
+            fill = tuple(int(v) for v in np.clip(np.round(np.asarray(mean) * 255.0), 0, 255))
+        return cls(
+            crop_padding=int(config.random_crop_padding),
+            crop_padding_mode=config.crop_padding_mode,
+            flip=bool(config.random_flip),
+            flip_mode=config.get("flip_mode", "random"),
+            autoaugment=config.autoaugment,
+            brightness=float(config.color_jitter_brightness),
+            contrast=float(config.color_jitter_contrast),
+            saturation=float(config.color_jitter_saturation),
+            hue=float(config.color_jitter_hue),
+            rotation=float(config.random_rotation),
+            erasing_prob=float(config.random_erasing_prob),
+            erasing_scale=tuple(float(v) for v in config.random_erasing_scale),
+            erasing_ratio=tuple(float(v) for v in config.random_erasing_ratio),
+            cutout_size=int(config.cutout_size),
+            fill=fill,
+        )
+
 
 # ------------------------------------------------------------------------ geometry
 
@@ -582,6 +640,8 @@ def sample_params(rng: np.random.Generator, n: int, aug: AugmentConfig) -> dict[
 def _flip_mask(u: dict[str, np.ndarray], aug: AugmentConfig) -> np.ndarray:
     if aug.flip_mode == "random":
         return u["flip"] < 0.5
+    if aug.flip_mode != "alternating":  # an AugmentConfig built by hand, not from a config
+        raise ValueError(f"flip_mode={aug.flip_mode!r} is not known; use one of {FLIP_MODES}.")
     if "flip_mask" not in u:
         raise ValueError(
             "flip_mode='alternating' needs each image's flip for the epoch in "
@@ -715,7 +775,9 @@ def mixed_targets(labels: jnp.ndarray, lam: jnp.ndarray, num_classes: int) -> jn
 
 __all__ = [
     "AUTOAUGMENT_POLICIES",
+    "AugmentConfig",
     "CIFAR10_POLICY",
+    "CROP_PADDING_MODES",
     "FLIP_MODES",
     "MixConfig",
     "adjust_brightness",

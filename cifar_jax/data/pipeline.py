@@ -37,92 +37,11 @@ import numpy as np
 from cifar_jax.data import ArraySplit, augment
 from cifar_jax.errors import ConfigError
 
-CROP_PADDING_MODES = ("constant", "reflect")
 # "none": pixels scaled to [0, 1] only (mean 0, std 1).
 NORMALIZATIONS = ("mean_std", "half", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """The random augmentation of the training pipeline (see :mod:`cifar_jax.data.augment`
-    for each op's semantics and the fixed order they run in)."""
-
-    crop_padding: int = 0
-    crop_padding_mode: str = "constant"
-    flip: bool = False
-    # How ``flip`` chooses the images it mirrors: "random" (each image of each batch with
-    # probability 1/2) or "alternating" (airbench: a fixed random half in even epochs,
-    # the other half in odd epochs; see augment.base_flips / alternating_flips).
-    flip_mode: str = "random"
-    # AutoAugment policy: "none" or "cifar10" (torchvision's AutoAugmentPolicy.CIFAR10).
-    autoaugment: str = "none"
-    # ColorJitter strengths (0 = that op off).
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    # ColorJitter hue: hue_factor uniform in [-hue, hue] (0 = off).
-    hue: float = 0.0
-    # RandomRotation: angle uniform in [-rotation, rotation] degrees (0 = off).
-    rotation: float = 0.0
-    # RandomErasing: probability (0 = off), area fraction range, aspect ratio range.
-    erasing_prob: float = 0.0
-    erasing_scale: tuple[float, float] = (0.02, 0.33)
-    erasing_ratio: tuple[float, float] = (0.3, 3.3)
-    # Cutout square side in pixels (0 = off).
-    cutout_size: int = 0
-    # uint8 RGB value erasing and cutout fill with: the normalization mean, i.e. 0 once
-    # normalized (torchvision's RandomErasing(value=0) after Normalize).
-    fill: tuple[int, int, int] = (0, 0, 0)
-
-    @classmethod
-    def from_config(cls, config, mean=None) -> AugmentConfig:
-        """The config's augmentation; ``mean`` (in [0, 1] units, the one
-        :func:`normalization_stats` gives) sets the erasing / cutout fill."""
-        if config.crop_padding_mode not in CROP_PADDING_MODES:
-            raise ConfigError(
-                f"crop_padding_mode={config.crop_padding_mode!r} is not known; "
-                f"use one of {CROP_PADDING_MODES}."
-            )
-        if config.random_crop_padding < 0:
-            raise ConfigError(
-                f"random_crop_padding={config.random_crop_padding} must be >= 0 (0 = no crop)."
-            )
-        flip_mode = config.get("flip_mode", "random")
-        if flip_mode not in augment.FLIP_MODES:
-            raise ConfigError(
-                f"flip_mode={flip_mode!r} is not known; use one of {augment.FLIP_MODES}."
-            )
-        if flip_mode == "alternating" and not config.random_flip:
-            raise ConfigError(
-                "flip_mode='alternating' chooses which images random_flip mirrors, but "
-                "random_flip=False; set --config.random_flip=True, or "
-                "--config.flip_mode=random."
-            )
-        if config.autoaugment not in augment.AUTOAUGMENT_POLICIES:
-            raise ConfigError(
-                f"autoaugment={config.autoaugment!r} is not known; use one of "
-                f"{augment.AUTOAUGMENT_POLICIES}."
-            )
-        fill = (0, 0, 0)
-        if mean is not None:
-            fill = tuple(int(v) for v in np.clip(np.round(np.asarray(mean) * 255.0), 0, 255))
-        return cls(
-            crop_padding=int(config.random_crop_padding),
-            crop_padding_mode=config.crop_padding_mode,
-            flip=bool(config.random_flip),
-            flip_mode=flip_mode,
-            autoaugment=config.autoaugment,
-            brightness=float(config.color_jitter_brightness),
-            contrast=float(config.color_jitter_contrast),
-            saturation=float(config.color_jitter_saturation),
-            hue=float(config.color_jitter_hue),
-            rotation=float(config.random_rotation),
-            erasing_prob=float(config.random_erasing_prob),
-            erasing_scale=tuple(float(v) for v in config.random_erasing_scale),
-            erasing_ratio=tuple(float(v) for v in config.random_erasing_ratio),
-            cutout_size=int(config.cutout_size),
-            fill=fill,
-        )
+# The augmentation settings live with the ops (augment imports nothing from here).
+AugmentConfig = augment.AugmentConfig
+CROP_PADDING_MODES = augment.CROP_PADDING_MODES
 
 
 random_crop = augment.random_crop
@@ -194,10 +113,6 @@ def train_dataset(
         raise ConfigError(
             f"batch_size={global_batch_size} is larger than the training split "
             f"({len(split)} examples); use a smaller batch_size."
-        )
-    if aug.flip_mode not in augment.FLIP_MODES:
-        raise ConfigError(
-            f"flip_mode={aug.flip_mode!r} is not known; use one of {augment.FLIP_MODES}."
         )
     windows = grain.MapDataset.range(num_steps).map(
         _ShuffledWindow(len(split), per_epoch, global_batch_size, seed)

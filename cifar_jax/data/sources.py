@@ -152,6 +152,37 @@ def _check_dataset(dataset: str, label_type: str) -> int:
     return _NUM_CLASSES[(dataset, label_type)]
 
 
+def num_classes(dataset: str, label_type: str) -> int:
+    """The classes of (dataset, label_type); ConfigError for unknown values."""
+    return _check_dataset(dataset, label_type)
+
+
+# Training images per class in the official releases (TFDS holds the same images); the
+# synthetic source deals its labels out round-robin (see synthetic_data).
+_TRAIN_PER_CLASS = {("cifar10", "fine"): 5000, ("cifar100", "fine"): 500}
+_TRAIN_PER_CLASS[("cifar100", "coarse")] = 2500
+
+
+def expected_train_examples(config) -> int | None:
+    """The training images the config's source holds (after class_subset, before the
+    validation split), from the source's definition, without reading a file: so the config
+    validator can reject a too-large val_examples or batch_size before any data is read.
+
+    None when only the files can tell: CIFAR-10 with ``allow_partial_train_files`` (which
+    batch files are there). :func:`load_dataset` checks the images actually read too, for
+    files that hold fewer images than the official release.
+    """
+    classes = _check_dataset(config.dataset, config.label_type)
+    subset = int(config.class_subset) or classes
+    if config.data_source == "synthetic":
+        count = int(config.synthetic_train_examples)
+        # Labels are a permutation of arange(count) % classes: count those below subset.
+        return subset * (count // classes) + min(count % classes, subset)
+    if config.dataset == "cifar10" and config.get("allow_partial_train_files", False):
+        return None
+    return subset * _TRAIN_PER_CLASS[(config.dataset, config.label_type)]
+
+
 def _check_labels(labels: np.ndarray, num_classes: int, where: str, fix: str) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
@@ -629,25 +660,23 @@ def load_dataset(config) -> CifarData:
     :func:`cifar_jax.config_base.base_config`.
     """
     dataset, label_type = config.dataset, config.label_type
-    num_classes = _check_dataset(dataset, label_type)
+    _check_dataset(dataset, label_type)
     num_subset = _non_negative_int(config, "class_subset")
     val_examples = _non_negative_int(config, "val_examples")
     max_train = _non_negative_int(config, "max_train_examples")
     seed = int(config.seed)
-    if num_subset > num_classes:
-        raise ConfigError(
-            f"class_subset={num_subset} but {dataset} with label_type={label_type!r} has only "
-            f"{num_classes} classes; set --config.class_subset to 1..{num_classes} (0 = all)"
-        )
-
+    # class_subset <= num_classes, and val_examples against the source's definition, are
+    # checked by config_base.validate_config before any data is read.
     train, test, names, source = _load_source(config, dataset, label_type)
     if num_subset:
-        # Checked against the class count above, not against the labels present (a tiny
+        # Checked against the class count by validate_config, not against the labels present (a tiny
         # synthetic split may lack some classes), so not via class_subset().
         train, test = (s.take(np.flatnonzero(s.labels < num_subset)) for s in (train, test))
         names = names[:num_subset]
     val = None
     if val_examples:
+        # Checked again on the images read: files may hold fewer than the official release
+        # (or, with allow_partial_train_files, only the batch files present tell).
         if val_examples >= len(train):
             raise ConfigError(
                 f"val_examples={val_examples} leaves no training data: the training split has "
