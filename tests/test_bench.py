@@ -155,18 +155,19 @@ def test_torch_twin_trains_with_the_config_optimizer():
 
 
 def test_lever_off_switches_the_lever_and_restores_it():
-    from cifar_jax.kernels import fast_ops, onednn
+    from cifar_jax.kernels import fast_ops, levers, onednn
     from cifar_jax.perf import bench_levers
 
     x = jnp.ones((2, 4, 4, 64))
-    saved = onednn.use_onednn
-    with bench_levers.lever_off("onednn"):  # materialize only acts before XLA's convs
+    assert bench_levers.LEVERS == levers.NAMES
+    with bench_levers.lever_off("onednn"):  # conv_input only acts before XLA's convs
         assert not onednn.use_onednn(x, x)
-        on = jax.make_jaxpr(fast_ops.materialize)(x)
+        assert levers.current() == levers.Levers(onednn=False)
+        on = jax.make_jaxpr(fast_ops.conv_input)(x)
         with bench_levers.lever_off("materialize"):
-            assert "div" not in str(jax.make_jaxpr(fast_ops.materialize)(x))
-        assert str(jax.make_jaxpr(fast_ops.materialize)(x)) == str(on)
-    assert onednn.use_onednn is saved
+            assert "div" not in str(jax.make_jaxpr(fast_ops.conv_input)(x))
+        assert str(jax.make_jaxpr(fast_ops.conv_input)(x)) == str(on)
+    assert levers.current() == levers.DEFAULT
     assert "div" in str(on) or jax.default_backend() != "cpu"
     with pytest.raises(SystemExit, match="unknown lever"), bench_levers.lever_off("nope"):
         pass
