@@ -130,3 +130,47 @@ def test_an_added_forbidden_import_is_caught(module, source):
 )
 def test_allowed_imports_pass(module, source):
     assert violations({module: source}, RULES) == []
+
+
+def unwrapped_model_jits(source: str) -> list[str]:
+    """Names of functions that call ``<something>.apply(`` (run a model) and are passed
+    straight to ``jax.jit`` in ``source``, not through ``traced_on`` (which picks the
+    kernels per lowering platform and sets the batch mesh of the oneDNN convs)."""
+    tree = ast.parse(source)
+    applies = {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and any(
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "apply"
+            for call in ast.walk(node)
+        )
+    }
+    bad = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and ast.unparse(node.func) in ("jax.jit", "jit")):
+            continue
+        if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in applies:
+            bad.append(node.args[0].id)
+    return bad
+
+
+def test_every_jitted_model_step_goes_through_traced_on():
+    bad = {
+        name: found
+        for name, source in _package_files().items()
+        if (found := unwrapped_model_jits(source))
+    }
+    assert not bad, (
+        f"jitted model steps without parallel.traced_on: {bad}. Fix: "
+        "jax.jit(parallel.traced_on(mesh, step), ...)"
+    )
+
+
+def test_an_unwrapped_model_jit_is_caught():
+    step = "def step(v, x):\n    return model.apply(v, x)\n"
+    assert unwrapped_model_jits(step + "f = jax.jit(step)\n") == ["step"]
+    assert unwrapped_model_jits(step + "f = jax.jit(parallel.traced_on(mesh, step))\n") == []
+    assert unwrapped_model_jits("def g(x):\n    return x\nf = jax.jit(g)\n") == []
