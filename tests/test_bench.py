@@ -289,3 +289,21 @@ def test_interleaved_warms_up_both_sides_even_for_heavy_models():
         assert len(jax_calls) > timed and len(torch_calls) > timed  # warm-up steps first
         assert (timed, r["steps_per_round"]) == (3, 1) if heavy else timed == 5
         assert r["ratio"] == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize(
+    "module,argv",
+    [
+        ("bench_levers", ["--lever=onednn", "--models=lenet"]),
+        ("bench_ops", ["profile", "--models=lenet"]),
+    ],
+)
+def test_companion_clis_take_overrides_like_bench(module, argv, monkeypatch, tmp_path):
+    """bench_levers and bench_ops build their configs with bench.model_batch_grid, which
+    reads ``--override``: each CLI must define it (a missing one was an AttributeError)."""
+    import importlib
+
+    cli = importlib.import_module(f"cifar_jax.perf.{module}")
+    monkeypatch.setattr(runtime, "configure_process", lambda **kwargs: None)
+    with pytest.raises(SystemExit, match="no field 'no_such_field'"):
+        cli.main([*argv, "--override=no_such_field=1", f"--out={tmp_path}"])

@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="target seconds per round")
     p.add_argument("--steps", type=int, default=0, help="steps per round (0 = auto)")
     p.add_argument("--data_source", default="synthetic")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a config field of every model (repeatable), as bench's --override",
+    )
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
 
