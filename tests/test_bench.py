@@ -155,19 +155,24 @@ def test_torch_twin_trains_with_the_config_optimizer():
 
 
 def test_lever_off_switches_the_lever_and_restores_it():
-    from cifar_jax.kernels import fast_ops, onednn
+    from cifar_jax.kernels import fast_ops, levers, onednn
     from cifar_jax.perf import bench_levers
 
     x = jnp.ones((2, 4, 4, 64))
-    saved = onednn.use_onednn
-    with bench_levers.lever_off("onednn"):  # materialize only acts before XLA's convs
+    assert bench_levers.LEVERS == levers.NAMES
+
+    def jaxpr() -> str:  # a fresh function: jax caches traces whatever the levers are
+        return str(jax.make_jaxpr(lambda x: fast_ops.conv_input(x))(x))
+
+    with bench_levers.lever_off("onednn"):  # conv_input only acts before XLA's convs
         assert not onednn.use_onednn(x, x)
-        on = jax.make_jaxpr(fast_ops.materialize)(x)
+        assert levers.current() == levers.Levers(onednn=False)
+        on = jaxpr()
         with bench_levers.lever_off("materialize"):
-            assert "div" not in str(jax.make_jaxpr(fast_ops.materialize)(x))
-        assert str(jax.make_jaxpr(fast_ops.materialize)(x)) == str(on)
-    assert onednn.use_onednn is saved
-    assert "div" in str(on) or jax.default_backend() != "cpu"
+            assert "div" not in jaxpr()
+        assert jaxpr() == on
+    assert levers.current() == levers.DEFAULT
+    assert "div" in on or jax.default_backend() != "cpu"
     with pytest.raises(SystemExit, match="unknown lever"), bench_levers.lever_off("nope"):
         pass
 
@@ -284,3 +289,21 @@ def test_interleaved_warms_up_both_sides_even_for_heavy_models():
         assert len(jax_calls) > timed and len(torch_calls) > timed  # warm-up steps first
         assert (timed, r["steps_per_round"]) == (3, 1) if heavy else timed == 5
         assert r["ratio"] == pytest.approx(1.25)
+
+
+@pytest.mark.parametrize(
+    "module,argv",
+    [
+        ("bench_levers", ["--lever=onednn", "--models=lenet"]),
+        ("bench_ops", ["profile", "--models=lenet"]),
+    ],
+)
+def test_companion_clis_take_overrides_like_bench(module, argv, monkeypatch, tmp_path):
+    """bench_levers and bench_ops build their configs with bench.model_batch_grid, which
+    reads ``--override``: each CLI must define it (a missing one was an AttributeError)."""
+    import importlib
+
+    cli = importlib.import_module(f"cifar_jax.perf.{module}")
+    monkeypatch.setattr(runtime, "configure_process", lambda **kwargs: None)
+    with pytest.raises(SystemExit, match="no field 'no_such_field'"):
+        cli.main([*argv, "--override=no_such_field=1", f"--out={tmp_path}"])

@@ -1,5 +1,6 @@
-"""fast_ops.materialize: bit-identical values and gradients, and on CPU the kernel-gradient
-transposes of a residual net read stored activations instead of recomputing them."""
+"""fast_ops.conv_input (the conv inputs kept in memory, lever ``materialize``): bit-identical
+values and gradients, and on CPU the kernel-gradient transposes of a residual net read
+stored activations instead of recomputing them."""
 
 import os
 import re
@@ -11,30 +12,31 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax.kernels import fast_ops, onednn
+from cifar_jax.kernels import fast_ops, levers
 from cifar_jax.models import blocks, resnet
 
 on_cpu = jax.default_backend() == "cpu"
 
 
 @pytest.fixture
-def xla_convs(monkeypatch):
-    """materialize acts only before XLA's convs. On the 1-device CPU test process oneDNN's
-    convs are on and materialize returns its input, so a test run there would compare x
+def xla_convs():
+    """conv_input acts only before XLA's convs. On the 1-device CPU test process oneDNN's
+    convs are on and conv_input returns its input, so a test run there would compare x
     with x; this switches oneDNN off (as ``CIFAR_JAX_ONEDNN=0`` or a machine without it)."""
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)
+    with levers.switched(onednn=False):
+        yield
 
 
 def _run(f, *args):
-    """(divisions in the compiled, optimized program of ``f``: materialize's ``x / one``;
+    """(divisions in the compiled, optimized program of ``f``: conv_input's ``x / one``;
     the outputs of that program)."""
     compiled = jax.jit(f).lower(*args).compile()
     return compiled.as_text().count(" divide("), compiled(*args)
 
 
 @pytest.mark.parametrize("special", [None, np.inf, -np.inf, np.nan])
-def test_materialize_is_the_identity_in_values_and_gradients(special, xla_convs):
-    """Catches a materialize that changes values or gradients (a "1" that is not exactly 1
+def test_conv_input_is_the_identity_in_values_and_gradients(special, xla_convs):
+    """Catches a conv_input that changes values or gradients (a "1" that is not exactly 1
     where x is inf or NaN, e.g. ``x * 0 + 1``), and, through the division count, one
     that stopped acting (returns x: the values would then pass trivially)."""
     x = np.random.default_rng(0).standard_normal((2, 3, 3, 32)).astype(np.float32)
@@ -44,9 +46,9 @@ def test_materialize_is_the_identity_in_values_and_gradients(special, xla_convs)
     x = jnp.asarray(x)
     g = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape), jnp.float32)
 
-    # Fresh functions: jit would reuse a trace of fast_ops.materialize made with oneDNN on.
+    # Fresh functions: jit would reuse a trace of fast_ops.conv_input made with oneDNN on.
     def forward(x):
-        return fast_ops.materialize(x)
+        return fast_ops.conv_input(x)
 
     def backward(x, g):  # x an argument: a closed-over x lets XLA fold the 1 away
         return jax.vjp(forward, x)[1](g)[0]
@@ -58,20 +60,50 @@ def test_materialize_is_the_identity_in_values_and_gradients(special, xla_convs)
     np.testing.assert_array_equal(np.asarray(grad), np.asarray(g))
 
 
-def test_materialize_leaves_narrow_maps_alone(monkeypatch):
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)  # XLA's convs
-    x = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS - 1))
-    assert "divide" not in jax.jit(lambda x: fast_ops.materialize(x)).lower(x).as_text()
+def _divides(x) -> bool:
+    # A fresh function each time: jit would reuse a trace made under other levers.
+    return "divide" in jax.jit(lambda x: fast_ops.conv_input(x)).lower(x).as_text()
+
+
+def test_conv_input_leaves_narrow_maps_alone(xla_convs):
+    assert not _divides(jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS - 1)))
     wide = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS))
-    assert ("divide" in jax.jit(lambda x: fast_ops.materialize(x)).lower(wide).as_text()) == on_cpu
+    assert _divides(wide) == on_cpu
+    with levers.switched(materialize=False):  # the lever bench_levers A/Bs
+        assert not _divides(wide)
 
 
-def test_materialize_is_a_no_op_before_onednn_convs(monkeypatch):
+@pytest.mark.skipif(not on_cpu, reason="oneDNN convs are CPU-only")
+def test_conv_input_is_a_no_op_before_onednn_convs(monkeypatch):
     """oneDNN's kernel gradients read NHWC directly: no transposes to protect."""
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: True)
-    wide = jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS))
-    # A fresh function: jit would reuse a trace of fast_ops.materialize made unpatched.
-    assert "divide" not in jax.jit(lambda x: fast_ops.materialize(x)).lower(wide).as_text()
+    monkeypatch.setattr(fast_ops.onednn, "available", lambda: True)  # as where it built
+    assert not _divides(jnp.ones((2, 4, 4, fast_ops.MATERIALIZE_MIN_CHANNELS)))
+
+
+def _conv_net_divides(net, x) -> int:
+    """Divisions (conv_input's) in the compiled train gradient of ``net`` on ``x``."""
+    variables = net.init(jax.random.key(0), x)
+
+    def loss(params):
+        out, _ = net.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(out**2)
+
+    return _run(jax.grad(loss), variables["params"])[0]
+
+
+@pytest.mark.skipif(not on_cpu, reason="the CPU fusion behaviour it guards")
+def test_every_wide_xla_conv_input_is_kept_by_the_conv_itself(xla_convs):
+    """The models hold no materialize call: the conv hook applies conv_input to each input
+    of 32+ channels it gives to XLA's conv, here one conv after the stem in a plain CNN."""
+    from cifar_jax.models import convnet
+
+    net = convnet.ConvNet(
+        num_classes=10, stages=(convnet.Stage(32, convs=2, pool=False),), conv_batch_norm=True
+    )
+    x = jnp.ones((4, 8, 8, 3))
+    assert _conv_net_divides(net, x) > 0
+    with levers.switched(materialize=False):
+        assert _conv_net_divides(net, x) == 0
 
 
 def _transpose_fusions_recomputing_activations(hlo: str) -> list[str]:
@@ -85,8 +117,7 @@ def _transpose_fusions_recomputing_activations(hlo: str) -> list[str]:
 
 
 @pytest.mark.skipif(not on_cpu, reason="the CPU fusion behaviour it guards")
-def test_residual_net_kernel_gradients_read_stored_activations(monkeypatch):
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)  # XLA's convs
+def test_residual_net_kernel_gradients_read_stored_activations(xla_convs):
     net = resnet.CifarResNet(
         num_classes=10, stem_width=32, widths=(32, 64), stage_blocks=(2, 1), strides=(1, 2)
     )
@@ -105,13 +136,13 @@ def test_residual_net_kernel_gradients_read_stored_activations(monkeypatch):
     assert _transpose_fusions_recomputing_activations(compiled_hlo()) == []
     # Without it, XLA:CPU duplicates the ReLU chains into the transposes (what made
     # resnet_small 25% slower): the check above can fail.
-    monkeypatch.setattr(fast_ops, "materialize", lambda x: x)
-    assert _transpose_fusions_recomputing_activations(compiled_hlo()) != []
+    with levers.switched(materialize=False):
+        assert _transpose_fusions_recomputing_activations(compiled_hlo()) != []
 
 
-def test_basic_block_output_unchanged_by_materialize(monkeypatch, xla_convs):
-    """A whole BasicBlock (both of its materialize calls, before XLA's convs): the loss
-    and gradients equal those without materialize. Catches a materialize that changes
+def test_basic_block_output_unchanged_by_conv_input(xla_convs):
+    """A whole BasicBlock (its convs' kept inputs, before XLA's convs): the loss and
+    gradients equal those without them. Catches a conv_input that changes
     values inside a model; the division counts make sure the first program really has it
     (with oneDNN's convs both would be the same program)."""
     block = blocks.BasicBlock(32, stride=2)
@@ -128,9 +159,9 @@ def test_basic_block_output_unchanged_by_materialize(monkeypatch, xla_convs):
         return _run(jax.value_and_grad(loss, argnums=(0, 1)), variables["params"], x)
 
     divides, fast = value_and_grads()
-    monkeypatch.setattr(fast_ops, "materialize", lambda x: x)
-    plain_divides, plain = value_and_grads()
-    # Two materialize calls (act1, act2), in the forward and the backward pass.
+    with levers.switched(materialize=False):
+        plain_divides, plain = value_and_grads()
+    # The convs' kept inputs, in the forward and the backward pass.
     assert (divides > plain_divides) == on_cpu, (divides, plain_divides)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -142,12 +173,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from cifar_jax.kernels import fast_ops
 mesh = Mesh(np.array(jax.devices()), ("data",))
 x = jax.device_put(jnp.ones((16, 4, 4, 32)), NamedSharding(mesh, PartitionSpec("data")))
-hlo = jax.jit(fast_ops.materialize).lower(x).compile().as_text()
+hlo = jax.jit(fast_ops.conv_input).lower(x).compile().as_text()
 print(len(jax.devices()), "divide" in hlo, "all-reduce" in hlo or "all-gather" in hlo)
 """
 
 
-def test_materialize_adds_no_communication_on_a_sharded_batch():
+def test_conv_input_adds_no_communication_on_a_sharded_batch():
     """Built elementwise: a batch-sharded activation needs no all-reduce for its "1" (a 1
     taken from the first element cost one per call on an 8-device mesh)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")

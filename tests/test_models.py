@@ -17,6 +17,7 @@ from jax.scipy.special import erf
 
 from cifar_jax import config_base
 from cifar_jax.errors import ConfigError
+from cifar_jax.kernels import fast_ops
 from cifar_jax.models import ACTIVATIONS, MODEL_NAMES, build_model, count_trainable_params, layers
 
 # REPRODUCTION.md, "Models" table: (classes, trainable params).
@@ -340,25 +341,30 @@ def test_prelu_adds_one_trainable_slope_per_activation_site():
 
 # ----------------------------------------------------------------- pooling
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (3, 16, 4, 5)])
-def test_max_pool_forms_agree_in_values_and_gradients(shape):
+def test_deterministic_max_pool_agrees_with_the_window_form(shape):
+    """config.deterministic's pool (no select-and-scatter, on every backend) has the window
+    form's values and gradients."""
     x = jax.random.normal(jax.random.key(0), shape)  # random floats: no ties
-    window = layers.max_pool2x2_window(x)
-    reshape = layers.max_pool2x2_reshape(x)
+    window = fast_ops.max_pool2x2_window(x)
+    pooled = layers.max_pool2x2(x, deterministic=True)
     assert window.shape == (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
-    np.testing.assert_array_equal(window, reshape)
+    np.testing.assert_array_equal(window, pooled)
     cotangent = jax.random.normal(jax.random.key(1), window.shape)
 
     def grad(pool):
         return jax.grad(lambda v: jnp.sum(pool(v) * cotangent))(x)
 
-    np.testing.assert_array_equal(grad(layers.max_pool2x2_window), grad(layers.max_pool2x2_reshape))
+    deterministic = grad(lambda v: layers.max_pool2x2(v, deterministic=True))
+    np.testing.assert_array_equal(grad(fast_ops.max_pool2x2_window), deterministic)
+    hlo = jax.jit(jax.grad(lambda v: layers.max_pool2x2(v, True).sum())).lower(x).as_text()
+    assert "select_and_scatter" not in hlo
 
 
-def test_max_pool_reshape_falls_back_on_odd_sizes():
+def test_max_pool_floors_odd_sizes():
     x = jax.random.normal(jax.random.key(0), (1, 7, 7, 2))
-    out = layers.max_pool2x2_reshape(x)
+    out = layers.max_pool2x2(x, deterministic=True)
     assert out.shape == (1, 3, 3, 2)  # floor, like torch's MaxPool2d(2, 2)
-    np.testing.assert_array_equal(out, layers.max_pool2x2_window(x))
+    np.testing.assert_array_equal(out, fast_ops.max_pool2x2_window(x))
 
 
 def test_flatten_uses_torch_nchw_order():

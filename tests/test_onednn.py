@@ -14,7 +14,7 @@ import pytest
 from jax import lax
 from model_grads import narrow_model, train_loss_and_grads
 
-from cifar_jax.kernels import fast_ops, onednn
+from cifar_jax.kernels import fast_ops, levers, onednn
 
 SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"
 on_cpu = jax.default_backend() == "cpu"
@@ -109,7 +109,7 @@ def _hook_hlo(x, w, pads=((1, 1), (1, 1))):
 
 @needs_onednn
 @pytest.mark.skipif(not on_cpu or jax.device_count() != 1, reason="one CPU device")
-def test_conv_hook_uses_onednn_on_one_cpu_device(monkeypatch):
+def test_conv_hook_uses_onednn_on_one_cpu_device():
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 5))
     for pads in (((1, 1), (1, 1)), ((0, 1), (1, 0))):
         hlo = _hook_hlo(x, w, pads)
@@ -119,13 +119,13 @@ def test_conv_hook_uses_onednn_on_one_cpu_device(monkeypatch):
     assert "convolution(" in _hook_hlo(x.astype(jnp.float16), w.astype(jnp.float16))
     bf16 = _hook_hlo(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
     assert (onednn.TARGET_NAME in bf16) == onednn.bf16_available() != ("convolution(" in bf16)
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)
-    assert onednn.TARGET_NAME not in _hook_hlo(x, w)
+    with levers.switched(onednn=False):
+        assert onednn.TARGET_NAME not in _hook_hlo(x, w)
 
 
 @needs_onednn
 @pytest.mark.skipif(not on_cpu, reason="CPU only")
-def test_model_gradients_equal_with_and_without_onednn(monkeypatch):
+def test_model_gradients_equal_with_and_without_onednn():
     """A whole jitted ResNet (BatchNorm, strided and 1x1 projection convs): loss and
     gradients with oneDNN convs equal those with XLA's."""
     net, variables, x = narrow_model("resnet_small", widths=(8, 16, 16))
@@ -138,8 +138,8 @@ def test_model_gradients_equal_with_and_without_onednn(monkeypatch):
 
     assert onednn.use_onednn(x, x) == (jax.device_count() == 1)
     fast = value_and_grads()
-    monkeypatch.setattr(onednn, "use_onednn", lambda *args: False)
-    plain = value_and_grads()
+    with levers.switched(onednn=False):
+        plain = value_and_grads()
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(b))))
 
@@ -182,7 +182,7 @@ _SHARDED_STEP = """
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from cifar_jax import config_base, models, optim, parallel, steps
-from cifar_jax.kernels import onednn
+from cifar_jax.kernels import levers, onednn
 config = config_base.base_config()
 config.model, config.widths, config.batch_size = "resnet_small", (8, 16, 16), 16
 mesh = parallel.create_mesh()
@@ -201,8 +201,8 @@ def step():
     new, _ = train_step(state, batch)
     return hlo, [b - a for a, b in zip(old, jax.tree.leaves(jax.device_get(new.params)))]
 hlo, fast = step()
-onednn.use_onednn = lambda *args: False
-plain_hlo, plain = step()
+with levers.switched(onednn=False):
+    plain_hlo, plain = step()
 # Parameter updates agree to float rounding (a missing sum over shards: off by ~7/8).
 worst = max(float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12))
             for a, b in zip(fast, plain))
@@ -252,7 +252,7 @@ def test_a_broken_cached_build_is_rebuilt(tmp_path):
     """A cached library that no longer loads (say, truncated by a full disk) is rebuilt,
     not a silent fall back to XLA's convs for every later run (fresh processes: a
     process registers the kernel once)."""
-    script = "from cifar_jax.models import onednn; print(onednn.available())"
+    script = "from cifar_jax.kernels import onednn; print(onednn.available())"
     env = dict(os.environ, CIFAR_JAX_CACHE=str(tmp_path))
 
     def available_in_a_new_process():

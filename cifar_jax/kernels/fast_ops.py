@@ -23,16 +23,16 @@ convolution runs the rest, except LeNet's first conv (3 -> 6 channels, 5x5), whe
 direct tap sum is 2-3x faster (:mod:`cifar_jax.kernels.small_conv`). Measured on the
 other seed-model shapes and rejected (docs/performance.md): im2col everywhere (2-10x
 slower: the patch matrix costs more to write than the matmul saves), 1x1 convs as
-matmuls (:func:`conv_1x1_matmul`: no difference to whole steps), and a matmul +
+matmuls (no difference to whole steps; tests/test_fast_conv.py keeps it), and a matmul +
 overlap-add input gradient (won in isolation for few-channel and strided convs, but
 inside a step XLA split the overlap-add into kh*kw materialized pads, 10x slower).
 
 BatchNorm. :func:`batch_norm_train` computes flax's values with a hand-written gradient
 on CPU (see there); :class:`cifar_jax.models.layers.BatchNorm` uses it.
 
-:mod:`cifar_jax.models.layers` picks these forms at trace time for programs lowered for
-the CPU (:mod:`cifar_jax.kernels.lowering`), so GPU/TPU programs are unchanged, also when a
-CPU machine lowers them.
+These functions pick their CPU forms at trace time for programs lowered for the CPU
+(:mod:`cifar_jax.kernels.lowering`), so GPU/TPU programs are unchanged, also when a CPU
+machine lowers them; each CPU form is a switch in :mod:`cifar_jax.kernels.levers`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from cifar_jax.kernels import lowering, onednn, small_conv
+from cifar_jax.kernels import levers, lowering, onednn, small_conv
 
 
 def max_pool2x2_window(x: jax.Array) -> jax.Array:
@@ -70,12 +70,12 @@ def _window_max_and_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return best, index
 
 
-@jax.custom_vjp
-def _pool_even(x: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _pool_even(x: jax.Array, broadcast: bool) -> jax.Array:
     return _window_max_and_index(x)[0]
 
 
-def _pool_even_fwd(x: jax.Array):
+def _pool_even_fwd(x: jax.Array, broadcast: bool):
     y, index = _window_max_and_index(x)
     # The gradient uses the saved index, never ``x == y``: XLA may recompute x in another
     # fusion with different rounding (FMA contraction), which made equality masks drop
@@ -89,10 +89,10 @@ def _pool_even_fwd(x: jax.Array):
 POOL_BROADCAST_MIN_CHANNELS = 16
 
 
-def _pool_even_bwd(index, g):
+def _pool_even_bwd(broadcast: bool, index, g):
     n, h2, w2, c = g.shape
     zero = jnp.zeros((), g.dtype)
-    if c >= POOL_BROADCAST_MIN_CHANNELS:
+    if broadcast:
         # dx[n, 2i+a, 2j+b, c] = g[n, i, j, c] where the saved index is 2a+b.
         shape = (1, 1, 2, 1, 2, 1)
         position = 2 * lax.broadcasted_iota(jnp.int8, shape, 2) + lax.broadcasted_iota(
@@ -111,40 +111,37 @@ def _pool_even_bwd(index, g):
 _pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
 
 
-def max_pool2x2(x: jax.Array) -> jax.Array:
-    """2x2/stride-2 max-pool, values and gradients equal to :func:`max_pool2x2_window`.
+def max_pool2x2_index(x: jax.Array) -> jax.Array:
+    """2x2/stride-2 max-pool from the four strided views, gradient through the saved index
+    of the first maximum; values and gradients equal to :func:`max_pool2x2_window`.
 
     Odd sizes drop the last row/column first (as VALID pooling and torch do).
     """
     n, h, w, c = x.shape
     if h % 2 or w % 2:
         x = x[:, : h - h % 2, : w - w % 2, :]
-    return _pool_even(x)
+    broadcast = c >= POOL_BROADCAST_MIN_CHANNELS and levers.current().pool_broadcast
+    return _pool_even(x, broadcast)
+
+
+def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
+    """The models' 2x2/stride-2 max-pool (torch's ``MaxPool2d(2)``).
+
+    On CPU (decided at trace time): :func:`max_pool2x2_index`, 3-5x faster there than the
+    window form because XLA:CPU runs select-and-scatter as a scatter. Elsewhere (GPU/TPU)
+    the window form, unchanged, unless ``deterministic``: select-and-scatter has no
+    deterministic GPU kernel (google/flax#4233), while the index form's gradient is
+    plain selects.
+    """
+    if deterministic or (lowering.cpu_kernels_on() and levers.current().cpu_pool):
+        return max_pool2x2_index(x)
+    return max_pool2x2_window(x)
 
 
 def _pad_nhwc(x: jax.Array, padding: int) -> jax.Array:
     if not padding:
         return x
     return jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-
-
-def conv_reference(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """Plain XLA convolution, NHWC x HWIO, symmetric zero padding (what nn.Conv computes)."""
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        (stride, stride),
-        ((padding, padding), (padding, padding)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-
-
-def conv_1x1_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """A 1x1 convolution as a (strided) subsample and one matmul (rejected, see above)."""
-    x = _pad_nhwc(x, padding)
-    if stride > 1:
-        x = x[:, ::stride, ::stride, :]
-    return jnp.einsum("nhwc,co->nhwo", x, kernel[0, 0])
 
 
 def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
@@ -191,10 +188,10 @@ def conv_general_dilated(
     On CPU (decided at trace time), for an undilated, ungrouped NHWC/HWIO conv: on a map
     smaller than its kernel :func:`conv_im2col` (square, symmetric); otherwise oneDNN's
     conv (:mod:`cifar_jax.kernels.onednn`, float32, or bfloat16 on bf16 hardware, where
-    it built); without
-    oneDNN, LeNet's 3->6 5x5 first conv as
-    :func:`cifar_jax.kernels.small_conv.conv_small_cin`. Everything else, and every conv
-    on GPU/TPU, is exactly the plain ``lax.conv_general_dilated`` call.
+    it built); without oneDNN, LeNet's 3->6 5x5 first conv as
+    :func:`cifar_jax.kernels.small_conv.conv_small_cin`, and the input of XLA's convs kept
+    in memory (:func:`conv_input`). Everything else, and every conv on GPU/TPU, is
+    exactly the plain ``lax.conv_general_dilated`` call.
     """
     args = dict(
         lhs_dilation=lhs_dilation,
@@ -220,11 +217,13 @@ def conv_general_dilated(
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
     square = rhs.shape[0] == rhs.shape[1] and len(set(strides)) == 1
     symmetric = len({p for pair in pads for p in pair}) == 1
-    if square and symmetric and use_im2col(lhs.shape, rhs.shape):
+    lhs = conv_input(lhs)
+    switches = levers.current()
+    if square and symmetric and switches.im2col and use_im2col(lhs.shape, rhs.shape):
         return conv_im2col(lhs, rhs, strides[0], pads[0][0])  # faster than oneDNN here too
     if onednn.use_onednn(lhs, rhs):
         return onednn.sharded_conv(lhs, rhs, strides, pads)
-    if square and symmetric:  # without oneDNN: LeNet's first conv as a direct tap sum
+    if square and symmetric and switches.small_conv:  # without oneDNN: LeNet's first conv
         if small_conv.use_small_cin(lhs.shape, rhs.shape, strides[0], pads[0][0]):
             return small_conv.conv_small_cin(lhs, rhs, strides[0], pads[0][0])
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **args)
@@ -235,9 +234,11 @@ def conv_general_dilated(
 MATERIALIZE_MIN_CHANNELS = 32
 
 
-def materialize(x: jax.Array) -> jax.Array:
+def conv_input(x: jax.Array) -> jax.Array:
     """``x`` unchanged, but kept in memory on CPU instead of being recomputed inside the
-    layout transposes of the next conv's kernel gradient.
+    layout transposes of the kernel gradient of the XLA conv it feeds
+    (:func:`conv_general_dilated` applies it to every conv input it does not pass to
+    oneDNN).
 
     XLA:CPU computes a conv's kernel gradient from a transposed (batch-minor) copy of its
     input. When that input is a chain of cheap elementwise ops (``relu(bn(conv))``, or a
@@ -249,10 +250,11 @@ def materialize(x: jax.Array) -> jax.Array:
     every value bit-identical and makes the transposes read the stored activation.
     resnet_small b128 +33%, deepnet +12%, cnn_bn_dropout +10% (docs/performance.md).
     Only on CPU and for ``x.shape[-1] >= MATERIALIZE_MIN_CHANNELS``; GPU/TPU programs are
-    unchanged.
+    unchanged (lever ``materialize``).
     """
     if (
         not lowering.cpu_kernels_on()
+        or not levers.current().materialize
         or x.shape[-1] < MATERIALIZE_MIN_CHANNELS
         or onednn.use_onednn(x, x)  # oneDNN's kernel gradients need no transposes
     ):
@@ -322,8 +324,9 @@ _bn_train_cpu.defvjp(_bn_train_cpu_fwd, _bn_train_cpu_bwd, symbolic_zeros=True)
 
 def use_fast_batch_norm(x: jax.Array) -> bool:
     """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32
-    (bfloat16 activations take the autodiff form, whose statistics are float32 too)."""
-    return lowering.cpu_kernels_on() and x.dtype == jnp.float32
+    (bfloat16 activations take the autodiff form, whose statistics are float32 too), lever
+    ``fast_bn`` on."""
+    return lowering.cpu_kernels_on() and x.dtype == jnp.float32 and levers.current().fast_bn
 
 
 def batch_norm_train(

@@ -29,10 +29,11 @@ keeps bf16 convs on XLA's path.
 
 Used for float32 (and supported bf16) convs on CPU: on a single device, and on a mesh
 of several (CPU test meshes, multi-process runs) inside the train and eval steps, whose
-batch is sharded over the "data" axis: :func:`steps.jit_steps` traces them under
-:func:`batch_sharded_over`, and each conv runs per device shard in ``shard_map`` (a bare
+batch is sharded over the "data" axis: :func:`cifar_jax.parallel.traced_on` traces them
+under :func:`batch_sharded_over`, and each conv runs per device shard in ``shard_map`` (a bare
 custom call would make the partitioner gather its operands onto one device). Anywhere
-else on a multi-device mesh, XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off.
+else on a multi-device mesh, XLA's convs run. ``CIFAR_JAX_ONEDNN=0`` turns it off for the
+process; the ``onednn`` lever (:mod:`cifar_jax.kernels.levers`) for the steps traced under it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from absl import logging
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax.kernels import lowering
+from cifar_jax.kernels import levers, lowering
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGET_NAME = "cifar_jax_onednn_conv"
@@ -194,7 +195,7 @@ def unavailable_reason() -> str:
 
 
 # The mesh a train / eval step shards its batch over (axis "data"), set while the step is
-# traced (steps.jit_steps): there convs run through oneDNN per device shard, in shard_map.
+# traced (parallel.traced_on): there convs run through oneDNN per device shard, in shard_map.
 _BATCH_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
     "cifar_jax_onednn_batch_mesh", default=None
 )
@@ -221,8 +222,9 @@ def _shard_mesh(batch: int) -> Mesh | None:
 def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
     """Whether a plain NHWC/HWIO conv of these operands runs through oneDNN (trace time):
     float32 (or bfloat16 where :func:`bf16_available`) on CPU, on one device or inside a
-    step whose batch is sharded over every device (:func:`batch_sharded_over`)."""
-    if not lowering.cpu_kernels_on() or lhs.dtype != rhs.dtype:
+    step whose batch is sharded over every device (:func:`batch_sharded_over`); lever
+    ``onednn`` on."""
+    if not lowering.cpu_kernels_on() or not levers.current().onednn or lhs.dtype != rhs.dtype:
         return False
     if lhs.dtype != jnp.float32 and lhs.dtype != jnp.bfloat16:
         return False

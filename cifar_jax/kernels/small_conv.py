@@ -18,7 +18,7 @@ Two details make it pay off inside a whole train step:
   predicate cannot change results; XLA just cannot fold it. (``lax.map`` over batch
   chunks and a 1-trip ``fori_loop`` also materialize, but add a zero-filled output
   buffer; ``optimization_barrier`` is removed by XLA:CPU; a division by an opaque 1, as
-  in :func:`cifar_jax.kernels.fast_ops.materialize`, was duplicated along with the sum.)
+  in :func:`cifar_jax.kernels.fast_ops.conv_input`, was duplicated along with the sum.)
 * Gradients. Autodiff of the tap sum gives 450 separate reductions (~80 ms at b512), so a
   ``custom_vjp`` computes both gradients with XLA's own convolution on the original
   ``x`` (kernel gradient ~3-7 ms at b512; the input gradient is dead code for a first

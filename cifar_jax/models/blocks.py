@@ -10,7 +10,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cifar_jax.kernels import fast_ops
 from cifar_jax.models import layers
 from cifar_jax.models.layers import LayerOptions
 
@@ -83,9 +82,7 @@ class BasicBlock(nn.Module):
             dtype=opts.dtype,
             name="conv1",
         )(x)
-        out = fast_ops.materialize(
-            layers.Activation(opts.activation, name="act1")(norm(out, "bn1"))
-        )
+        out = layers.Activation(opts.activation, name="act1")(norm(out, "bn1"))
         out = layers.conv(
             self.features,
             3,
@@ -112,9 +109,7 @@ class BasicBlock(nn.Module):
                 name="shortcut_conv",
             )(x)
             shortcut = norm(shortcut, "shortcut_bn")
-        # Both activations feed a conv; kept in memory for its kernel gradient on CPU
-        # (fast_ops.materialize).
-        return fast_ops.materialize(layers.Activation(opts.activation, name="act2")(out + shortcut))
+        return layers.Activation(opts.activation, name="act2")(out + shortcut)
 
 
 class MLPHead(nn.Module):

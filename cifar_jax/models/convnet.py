@@ -12,7 +12,6 @@ import flax.linen as nn
 import jax
 
 from cifar_jax.errors import ConfigError
-from cifar_jax.kernels import fast_ops
 from cifar_jax.models import blocks
 from cifar_jax.models.layers import LayerOptions, dropout
 
@@ -74,10 +73,6 @@ class ConvNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        # Whether x is a conv output (or dropout of one) about to feed the next conv: then it
-        # is kept in memory for that conv's kernel gradient on CPU (fast_ops.materialize).
-        # Not for the input image, nor after a max-pool (measured no faster there).
-        keep = False
         for s, stage in enumerate(self.stages, start=1):
             for j in range(1, stage.convs + 1):
                 if stage.residual:
@@ -87,10 +82,7 @@ class ConvNet(nn.Module):
                         options=self.options,
                         name=f"stage{s}_block{j}",
                     )(x, train)
-                    keep = False  # BasicBlock keeps its own output
                 else:
-                    if keep:
-                        x = fast_ops.materialize(x)
                     x = blocks.ConvBNAct(
                         stage.width,
                         kernel_size=stage.kernel,
@@ -100,7 +92,6 @@ class ConvNet(nn.Module):
                         options=self.options,
                         name=f"stage{s}_conv{j}",
                     )(x, train)
-                    keep = True
             if stage.pool:
                 if min(x.shape[1:3]) < 2:
                     raise ConfigError(
@@ -111,12 +102,10 @@ class ConvNet(nn.Module):
                 x = blocks.MaxPool2x2(
                     deterministic=self.options.deterministic_pool, name=f"stage{s}_pool"
                 )(x)
-                keep = False
             if stage.dropout > 0:
                 x = dropout(stage.dropout, spatial=self.spatial_dropout, name=f"stage{s}_dropout")(
                     x, deterministic=not train
                 )
-                keep = True
         x = blocks.Flatten(name="flatten")(x)
         return blocks.MLPHead(
             self.num_classes,

@@ -17,8 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cifar_jax import kernels
 from cifar_jax.errors import ConfigError
-from cifar_jax.kernels import fast_ops, lowering
 
 # ------------------------------------------------------------------ activations
 # Names accepted by ``config.activation``. Every one except prelu is parameter-free.
@@ -165,9 +165,10 @@ def conv(
         bias_init=bias_init,
         dtype=dtype,
         param_dtype=jnp.float32,
-        # CPU: convs on maps smaller than the kernel as im2col (fast_ops.use_im2col);
-        # GPU/TPU and all other convs: plain lax.conv_general_dilated. Same params.
-        conv_general_dilated=fast_ops.conv_general_dilated,
+        # CPU: oneDNN / im2col / tap-sum convs, XLA convs' inputs kept in memory
+        # (kernels.conv_general_dilated); GPU/TPU: plain lax.conv_general_dilated. Same
+        # params and values either way.
+        conv_general_dilated=kernels.conv_general_dilated,
         name=name,
     )
 
@@ -199,7 +200,7 @@ def dense(
 class BatchNorm(nn.Module):
     """flax ``nn.BatchNorm`` over the last axis: the same variables (params ``scale``,
     ``bias``; batch_stats ``mean``, ``var``), values and running-average update, but the
-    training form is :func:`fast_ops.batch_norm_train`, whose gradient is hand-written
+    training form is :func:`cifar_jax.kernels.batch_norm_train`, whose gradient is hand-written
     on CPU (train steps ~4% faster). Checkpoints are interchangeable with
     ``nn.BatchNorm``'s.
 
@@ -222,10 +223,10 @@ class BatchNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
         if self.use_running_average:
-            return fast_ops.normalize(
+            return kernels.normalize(
                 x, ra_mean.value, ra_var.value, scale, bias, self.epsilon, self.dtype
             )
-        y, mean, var = fast_ops.batch_norm_train(x, scale, bias, self.epsilon, self.dtype)
+        y, mean, var = kernels.batch_norm_train(x, scale, bias, self.epsilon, self.dtype)
         if not self.is_initializing():
             m = self.momentum
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
@@ -249,37 +250,11 @@ def dropout(rate: float, *, spatial: bool = False, name: str | None = None) -> n
 
 
 # ------------------------------------------------------------------ pooling
-def max_pool2x2_window(x: jax.Array) -> jax.Array:
-    """2x2/stride-2 max-pool as a reduce-window (gradient: select-and-scatter)."""
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-
-
-def max_pool2x2_reshape(x: jax.Array) -> jax.Array:
-    """2x2/stride-2 max-pool as reshape + max, which avoids select-and-scatter on GPU.
-
-    Only for even spatial sizes; odd sizes fall back to the window form (which, like
-    torch's MaxPool2d, drops the last row/column).
-    """
-    n, h, w, c = x.shape
-    if h % 2 or w % 2:
-        return max_pool2x2_window(x)
-    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
-
-
 def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
-    """The max-pool every model uses; change the formulation here and only here.
-
-    On CPU (decided at trace time): the max of each window's four strided views, with the
-    gradient routed to the saved position of the first maximum
-    (:func:`cifar_jax.kernels.fast_ops.max_pool2x2`), equal in values and gradients to the
-    window form but 3-5x faster there, because XLA:CPU runs select-and-scatter as a
-    scatter. Elsewhere (GPU/TPU) the window form, unchanged, unless ``deterministic``:
-    select-and-scatter has no deterministic GPU kernel (google/flax#4233), while the
-    reshape form's gradient is a plain select.
-    """
-    if deterministic or lowering.cpu_kernels_on():
-        return fast_ops.max_pool2x2(x)
-    return max_pool2x2_window(x)
+    """The 2x2/stride-2 max-pool every model uses (torch's ``MaxPool2d(2)``); its
+    formulation per platform is :func:`cifar_jax.kernels.max_pool2x2`'s. ``deterministic``
+    (config.deterministic): no select-and-scatter, which has no deterministic GPU kernel."""
+    return kernels.max_pool2x2(x, deterministic)
 
 
 def flatten_nchw(x: jax.Array) -> jax.Array:

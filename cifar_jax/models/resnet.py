@@ -7,7 +7,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from cifar_jax.kernels import fast_ops
 from cifar_jax.models import blocks
 from cifar_jax.models.layers import LayerOptions
 
@@ -45,7 +44,6 @@ class CifarResNet(nn.Module):
             options=self.options,
             name="stem",
         )(x, train)
-        x = fast_ops.materialize(x)  # feeds the first block's convs (see fast_ops)
         for s, (width, n_blocks, stride) in enumerate(
             zip(self.widths, self.stage_blocks, self.strides, strict=True), start=1
         ):

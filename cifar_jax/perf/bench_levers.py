@@ -3,70 +3,32 @@
     python -m cifar_jax.bench_levers --lever=materialize --models=resnet_small,deepnet
     python -m cifar_jax.bench_levers --lever=pool_broadcast --models=c100_bn --batch_sizes=128,512
 
-Both variants are compiled from the same config (the lever is switched at trace time by
-patching the module attribute that selects it), then timed in alternated rounds
-(``bench.interleaved``), so load from other processes affects both alike. This is how
-the per-lever numbers in docs/performance.md are measured; ``ratio`` = on / off.
-Writes ``levers.json`` to ``--out``.
+The levers are the declared switches of :mod:`cifar_jax.kernels.levers`. Both variants are
+compiled from the same config, the "off" one traced under ``levers.switched(lever=False)``,
+then timed in alternated rounds (``bench.interleaved``), so load from other processes
+affects both alike. This is how the per-lever numbers in docs/performance.md are measured;
+``ratio`` = on / off. Writes ``levers.json`` to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
+from cifar_jax.kernels import levers
 
-def _levers() -> dict[str, tuple[Any, str, Any]]:
-    """name -> (module, attribute, value that turns the lever off)."""
-    from cifar_jax.kernels import fast_ops, onednn, small_conv
-    from cifar_jax.models import layers
-
-    return {
-        # conv inputs kept in memory for the kernel-gradient transposes
-        "materialize": (fast_ops, "materialize", lambda x: x),
-        # convolutions through oneDNN (FFI custom call) instead of XLA's
-        "onednn": (onednn, "use_onednn", lambda *args: False),
-        # LeNet's first conv as a direct tap sum
-        "small_conv": (small_conv, "use_small_cin", lambda *args: False),
-        # max-pool gradient as one broadcast select (16+ channels)
-        "pool_broadcast": (fast_ops, "POOL_BROADCAST_MIN_CHANNELS", sys.maxsize),
-        # max-pool without select-and-scatter on CPU
-        "cpu_pool": (layers, "max_pool2x2", lambda x, *_: fast_ops.max_pool2x2_window(x)),
-        # im2col for convs on maps smaller than the kernel
-        "im2col": (fast_ops, "use_im2col", lambda *args: False),
-        # training-mode BatchNorm with the hand-written gradient
-        "fast_bn": (fast_ops, "use_fast_batch_norm", lambda x: False),
-    }
-
-
-LEVERS = (
-    "onednn",
-    "materialize",
-    "small_conv",
-    "pool_broadcast",
-    "cpu_pool",
-    "im2col",
-    "fast_bn",
-)
+LEVERS = levers.NAMES
 
 
 @contextlib.contextmanager
 def lever_off(name: str) -> Iterator[None]:
-    """Turns the CPU speed lever ``name`` off while models are traced inside."""
-    levers = _levers()
-    if name not in levers:
+    """Turns the CPU speed lever ``name`` off for the steps traced inside."""
+    if name not in LEVERS:
         raise SystemExit(f"error: unknown lever {name!r}; choose from {', '.join(LEVERS)}")
-    module, attribute, off = levers[name]
-    saved = getattr(module, attribute)
-    setattr(module, attribute, off)
-    try:
+    with levers.switched(**{name: False}):
         yield
-    finally:
-        setattr(module, attribute, saved)
 
 
 def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float, steps: int):
@@ -122,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="target seconds per round")
     p.add_argument("--steps", type=int, default=0, help="steps per round (0 = auto)")
     p.add_argument("--data_source", default="synthetic")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a config field of every model (repeatable), as bench's --override",
+    )
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
 

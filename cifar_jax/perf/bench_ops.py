@@ -252,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch", action="store_true", help="profile: the torch twin's step too")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
     p.add_argument("--data_source", default="synthetic")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a config field of every model (repeatable), as bench's --override",
+    )
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
