@@ -33,6 +33,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> N
 
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
     """Assembles each process's slice of a global batch into one sharded global array."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
 def traced_on(mesh: Mesh, step: Callable) -> Callable:
