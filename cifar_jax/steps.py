@@ -306,6 +306,7 @@ def evaluate(
     return {k: float(v) for k, v in totals.compute().items()}
 
 
+@jax.jit
 def all_finite(tree: Any) -> jax.Array:
     """Whether every leaf of ``tree`` is finite (a traced bool)."""
     leaves = jax.tree.leaves(tree)

@@ -158,7 +158,6 @@ class LossMonitor:
         return {k: float(v) for k, v in totals.compute().items()}
 
 
-@jax.jit
 def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict) -> None:
     """Saves ``state`` unless it holds NaN/Inf, so a bad state never replaces a good one."""
     if not bool(all_finite((state.params, state.batch_stats))):
