@@ -93,6 +93,7 @@ _BATCH_SIZE_CHECK = textwrap.dedent(
     import json
     import jax
     from cifar_jax import parallel
+    from cifar_jax.errors import ConfigError
     mesh = parallel.create_mesh()
     errors = {}
     for batch_size in (8, 16, 256, 12, 4, 0, -8):
