@@ -6,9 +6,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from test_train import tiny_config
 
-from cifar_jax import experiment, steps, train
+from cifar_jax import config_base, experiment, models, steps, train
 from cifar_jax.commands import summary
 from cifar_jax.errors import ConfigError
+from cifar_jax.models import airbench
 
 CONFIGS = {
     "resnet_small_w8": dict(model="resnet_small", widths=(8, 8, 8)),  # BatchNorm
@@ -85,3 +86,32 @@ def test_run_length_errors():
     assert experiment.run_length(tiny_config(), 256, total_steps=5) == (8, 5)
     with pytest.raises(ConfigError, match="must be > 0"):
         experiment.run_length(tiny_config(num_epochs=0), 256)
+
+
+def test_data_dependent_init_and_lookahead_come_from_the_config():
+    """airbench94's whitening stem is initialised from the first data_init_examples
+    normalized training images, and its lookahead average starts at the weights: the set-up
+    training, the benchmark and analyze all get from build()."""
+    config = config_base.load_config_file("configs/airbench94.py")
+    config.update(
+        dict(
+            widths=(8, 16, 16),
+            data_source="synthetic",
+            synthetic_train_examples=64,
+            synthetic_test_examples=16,
+            batch_size=16,
+            eval_batch_size=16,
+            data_init_examples=32,
+        )
+    )
+    exp = experiment.build(config)
+    images = experiment.init_images(config, exp.model, exp.dataset, exp.mean, exp.std)
+    assert images.shape == (32, 32, 32, 3)
+    np.testing.assert_allclose(
+        exp.state.params["whiten"]["kernel"], airbench.whitening_kernel(images), rtol=1e-5
+    )
+    np.testing.assert_array_equal(
+        exp.state.lookahead["params"]["whiten"]["kernel"], exp.state.params["whiten"]["kernel"]
+    )
+    lenet = models.build_model(tiny_config(), 10)  # no data-dependent initializer
+    assert experiment.init_images(config, lenet, exp.dataset, exp.mean, exp.std) is None
