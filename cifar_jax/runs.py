@@ -205,6 +205,8 @@ class LoadedRun:
     std: np.ndarray
     mesh: Any  # jax.sharding.Mesh
     results: dict[str, Any] | None
+    # The run's jitted eval step (state, padded batch) -> EvalMetrics, as training built it.
+    eval_step: Any = None
     _compiled: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
@@ -309,10 +311,9 @@ def load_run(
     ``config``, if given, is used instead of reading ``config.json`` again.
     """
     import jax
-    import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
-    from cifar_jax import data, models
+    from cifar_jax import data, experiment, models
     from cifar_jax.data import pipeline
 
     workdir = require_workdir(workdir)
@@ -322,8 +323,9 @@ def load_run(
         config.data_dir = data_dir
     dataset = data.load_dataset(config)
     mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-    model = models.build_model(config, dataset.num_classes)
-    mesh = parallel.create_mesh()
+    # The run's model, abstract state (the restore target) and eval step, without training data.
+    exp = experiment.build_abstract(config, dataset.num_classes, mean=mean, std=std)
+    model, mesh = exp.model, exp.mesh
     run = LoadedRun(
         workdir=workdir,
         config=config,
@@ -337,32 +339,20 @@ def load_run(
         std=std,
         mesh=mesh,
         results=read_results(workdir),
-    )
-    replicated = run.replicated()
-    variables = jax.eval_shape(
-        lambda: model.init(
-            {"params": jax.random.key(0), "dropout": jax.random.key(1)},
-            jnp.zeros((1, 32, 32, 3), jnp.float32),
-            train=False,
-        )
+        eval_step=exp.eval_step,
     )
     target = {
-        name: jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), tree
-        )
-        for name, tree in (
-            ("params", variables["params"]),
-            ("batch_stats", variables.get("batch_stats", {})),
-        )
+        "params": exp.state.params,
+        "batch_stats": exp.state.batch_stats,
+        "step": exp.state.step,
     }
-    target["step"] = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
     has_stats = bool(jax.tree.leaves(target["batch_stats"]))
     if not has_stats:
         del target["batch_stats"]  # an empty dict is stored as one leaf, not a tree
     config_path = os.path.join(workdir, "config.json")
     what = (
         f"the model of {config_path} (model={config.model!r}, "
-        f"{models.count_trainable_params(variables['params']):,} params)"
+        f"{models.count_trainable_params(exp.state.params):,} params)"
     )
     fix = (
         "The checkpoint was written by a different model or config (was config.json "
@@ -437,23 +427,12 @@ def predict_probs(
     masked eval pipeline and a step jitted and sharded like training. ``mode`` is a TTA
     mode (see :mod:`cifar_jax.tta`).
     """
-    import jax
-
-    from cifar_jax.data import pipeline
-
     batch_size = batch_size or run.eval_batch_size
     parallel.check_batch_size(batch_size, run.mesh, "eval_batch_size")
     step = run.predict_step(mode)
-    dataset = pipeline.eval_dataset(
-        split,
-        global_batch_size=batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    sharding = run.batch_sharding()
     out = []
-    for batch in pipeline.iterate(dataset, prefetch=2):
-        probs = step(run.state, parallel.to_global(batch, sharding))
+    for batch in steps.eval_batches(split, batch_size, run.batch_sharding()):
+        probs = step(run.state, batch)
         out.append(np.asarray(probs.addressable_data(0), np.float32))
     if not out:
         return np.zeros((0, run.num_classes), np.float32)

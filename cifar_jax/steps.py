@@ -1,14 +1,14 @@
 """The train state and the jitted steps of a run: initialization, the train step (forward,
 loss, backward, update, BatchNorm statistics over the global batch, lookahead), the eval
-step, and the eval loop. :func:`jit_steps` is the one place they are built and sharded,
-so the benchmark times exactly what training runs.
+step, and the eval loop (:func:`eval_batches`, :func:`evaluate`). :func:`jit_steps` is the
+one place they are built and sharded, so the benchmark times exactly what training runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import flax
@@ -43,14 +43,6 @@ class TrainState:
 
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
-    """Per-example cross-entropy with optional label smoothing."""
-    targets = jax.nn.one_hot(labels, logits.shape[-1])
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits, targets)
 
 
 def create_train_state(
@@ -156,6 +148,55 @@ def train_forward(
     return logits, updates.get("batch_stats", {})
 
 
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """The training objective of a step, shared by the train step and analyses that take
+    extra gradients on the same batch (``analyze batchnorm``): the uint8 batch normalized
+    and mixed with the step's key, then ``loss`` of the training-mode forward pass."""
+
+    model: nn.Module
+    mean: np.ndarray
+    std: np.ndarray
+    loss: losses.Loss
+    mix: augment.MixConfig | None = None
+
+    def inputs(self, state: TrainState, batch: dict) -> tuple[jnp.ndarray, Any, Any]:
+        """``(images, mix weight or None, dropout key)`` of ``batch`` at ``state.step``."""
+        images = pipeline.normalize(batch["image"], self.mean, self.std)
+        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        lam = None
+        if self.mix is not None:
+            mix_key = jax.random.fold_in(dropout_key, _MIX_STREAM)
+            images, lam = augment.mix_batch(mix_key, images, self.mix)
+        return images, lam, dropout_key
+
+    def __call__(
+        self,
+        params: Any,
+        state: TrainState,
+        images: jnp.ndarray,
+        labels: jnp.ndarray,
+        lam: Any,
+        dropout_key: Any,
+    ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray, Any]]:
+        """``(objective, (logits, per-example loss, updated BatchNorm statistics))``."""
+        logits, batch_stats = train_forward(self.model, params, state, images, dropout_key)
+        targets = labels
+        if self.mix is not None:
+            targets = augment.mixed_targets(targets, lam, logits.shape[-1])
+        objective, per_example = self.loss.total(logits, targets, params)
+        return objective, (logits, per_example, batch_stats)
+
+
+def config_objective(
+    config: ml_collections.ConfigDict, model: nn.Module, mean: np.ndarray, std: np.ndarray
+) -> Objective:
+    """The :class:`Objective` a run of ``config`` trains (its loss, mixup / cutmix)."""
+    return Objective(
+        model, mean, std, losses.make_loss(config), augment.MixConfig.from_config(config)
+    )
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -178,22 +219,13 @@ def make_train_step(
     leaves params, statistics and optimizer state unchanged (only the step counter
     advances). ``lookahead`` averages the weights (:class:`Lookahead`), after that check.
     """
-    loss = loss or losses.cross_entropy_loss(label_smoothing)
+    objective = Objective(model, mean, std, loss or losses.cross_entropy_loss(label_smoothing), mix)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, metrics.TrainMetrics]:
-        images = pipeline.normalize(batch["image"], mean, std)
-        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        if mix is not None:
-            mix_key = jax.random.fold_in(dropout_key, _MIX_STREAM)
-            images, lam = augment.mix_batch(mix_key, images, mix)
+        images, lam, dropout_key = objective.inputs(state, batch)
 
         def loss_fn(params):
-            logits, batch_stats = train_forward(model, params, state, images, dropout_key)
-            targets = batch["label"]
-            if mix is not None:
-                targets = augment.mixed_targets(targets, lam, logits.shape[-1])
-            objective, per_example = loss.total(logits, targets, params)
-            return objective, (logits, per_example, batch_stats)
+            return objective(params, state, images, batch["label"], lam, dropout_key)
 
         grads, (logits, per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -229,7 +261,7 @@ def make_eval_step(
     def eval_step(state: TrainState, batch: dict) -> metrics.EvalMetrics:
         images = pipeline.normalize(batch["image"], mean, std)
         logits = model.apply(state.variables(), images, train=False)
-        per_example = cross_entropy(logits, batch["label"], 0.0)
+        per_example = losses.cross_entropy(logits, batch["label"])
         return metrics.batch_metrics(
             metrics.EvalMetrics, logits, batch["label"], per_example, mask=batch["mask"]
         )
@@ -255,14 +287,15 @@ def jit_steps(
     """
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
+    objective = config_objective(config, model, mean, std)
     train_step = make_train_step(
         model,
         tx,
         mean,
         std,
         skip_nonfinite=config.nonfinite_loss == "skip",
-        loss=losses.make_loss(config),
-        mix=augment.MixConfig.from_config(config),
+        loss=objective.loss,
+        mix=objective.mix,
         lookahead=Lookahead.from_config(config, total_steps),
     )
     train_step = jax.jit(
@@ -287,24 +320,34 @@ def state_sha256(state: TrainState) -> str:
     return digest.hexdigest()
 
 
-def evaluate(
-    eval_step: Callable,
-    state: TrainState,
-    split: data.ArraySplit,
-    batch_size: int,
-    batch_sharding: NamedSharding,
-) -> dict[str, float]:
-    """Loss and accuracy over every example of ``split`` exactly once."""
+def eval_batches(
+    split: data.ArraySplit, batch_size: int, batch_sharding: NamedSharding
+) -> Iterator[dict[str, jax.Array]]:
+    """The padded, masked global eval batches of ``split`` (every example exactly once, in
+    order): the one eval input loop, for metrics (:func:`evaluate`) and predictions."""
     dataset = pipeline.eval_dataset(
         split,
         global_batch_size=batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    totals = None
     for batch in pipeline.iterate(dataset, prefetch=2):
-        m = eval_step(state, to_global(batch, batch_sharding))
+        yield to_global(batch, batch_sharding)
+
+
+def evaluate(
+    eval_step: Callable[[Any, dict], metrics.EvalMetrics],
+    state: Any,
+    batches: Iterable[dict[str, jax.Array]],
+) -> dict[str, float]:
+    """Loss and accuracy of ``eval_step`` (plain, TTA, or on moved weights) over
+    ``batches`` (:func:`eval_batches`, or a list of them reused across calls)."""
+    totals = None
+    for batch in batches:
+        m = eval_step(state, batch)
         totals = m if totals is None else totals.merge(m)
+    if totals is None:
+        raise ValueError("evaluate: no batches (an empty split?)")
     return {k: float(v) for k, v in totals.compute().items()}
 
 

@@ -17,39 +17,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from cifar_jax import (
     checkpoint,
     config_base,
     data,
+    experiment,
     metrics,
-    models,
     optim,
     preemption,
     runtime,
     tracking,
-    tta,
 )
 from cifar_jax import workdir as workdir_lib
-from cifar_jax.data import pipeline
-from cifar_jax.errors import ConfigError, TrainingError
+from cifar_jax.errors import TrainingError
 from cifar_jax.kernels import onednn
-from cifar_jax.parallel import check_batch_size, create_mesh, to_global, traced_on
-from cifar_jax.steps import (
-    TrainState,
-    all_finite,
-    create_train_state,
-    evaluate,
-    jit_steps,
-    state_sha256,
-)
+from cifar_jax.parallel import check_batch_size, create_mesh, to_global
+from cifar_jax.steps import TrainState, all_finite, state_sha256
 
 # ------------------------------------------------------------------------------ logging
 
@@ -265,24 +253,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     mesh = create_mesh()
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    eval_batch_size = config.eval_batch_size or config.batch_size
     check_batch_size(config.batch_size, mesh)
-    check_batch_size(eval_batch_size, mesh, "eval_batch_size")
+    check_batch_size(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
 
-    # Data.
+    # Data, checked against the config before anything is built from it.
     dataset = data.load_dataset(config)
-    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-    steps_per_epoch = pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"batch_size={config.batch_size} is larger than the training split "
-            f"({len(dataset.train)} examples); use a smaller batch_size."
-        )
-    total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
-    if total_steps <= 0:
-        raise ConfigError("num_epochs (or num_train_steps) must be > 0.")
+    steps_per_epoch, total_steps = experiment.run_length(config, len(dataset.train))
     if dataset.val is not None:
         tracking.check_schedule(config, steps_per_epoch, total_steps)
     _console(
@@ -292,23 +268,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         f"({jax.devices()[0].platform}), {jax.process_count()} process(es)."
     )
 
-    # Model, optimizer, state.
-    model = models.build_model(config, dataset.num_classes)
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-    tx = optim.create_optimizer(config, schedule, total_steps, steps_per_epoch)
-    init_images = None
-    if hasattr(model, "init_from_data"):  # e.g. airbench94's whitening stem
-        first = dataset.train.images[: config.data_init_examples]
-        init_images = np.asarray(pipeline.normalize(first, mean, std))
-    state = create_train_state(
-        model,
-        tx,
-        config.seed,
-        replicated,
-        init_images=init_images,
-        lookahead=config.lookahead_every > 0,
-    )
-    trainable_params = models.count_trainable_params(state.params)
+    # Normalization, model, schedule, optimizer, state and jitted steps: experiment.build.
+    exp = experiment.build(config, dataset=dataset, mesh=mesh)
+    state = exp.state
+    trainable_params = exp.trainable_params()
     _console(
         f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
         f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
@@ -322,8 +285,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     # Resume if the workdir holds checkpoints.
     manager = checkpoint.create_manager(workdir, config.keep_checkpoints)
-    train_data = pipeline.config_train_dataset(config, dataset.train, mean, total_steps)
-    train_iter = pipeline.iterate(train_data, config.prefetch_batches)
+    train_iter = exp.train_iterator()
     state = resume(manager, state, train_iter, workdir, config)
     start_step = int(state.step)
     results_path = os.path.join(workdir, "results.json")
@@ -346,15 +308,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
 
     # Compile ahead of time so compile time is measured apart from training.
-    train_step, eval_step = jit_steps(config, model, tx, mean, std, mesh, total_steps)
-    example_batch = {
-        "image": jax.ShapeDtypeStruct(
-            (config.batch_size, 32, 32, 3), jnp.uint8, sharding=batch_sharding
-        ),
-        "label": jax.ShapeDtypeStruct((config.batch_size,), jnp.int32, sharding=batch_sharding),
-    }
     compile_start = time.perf_counter()
-    train_step = train_step.lower(state, example_batch).compile()
+    train_step = exp.train_step.lower(state, exp.example_batch()).compile()
     compile_seconds = time.perf_counter() - compile_start
 
     # Train.
@@ -364,7 +319,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     paused_seconds = 0.0  # evaluation and checkpoint time, excluded from throughput
     steady_start = None  # after the first step: warm caches, excluded from throughput
     steady_images = 0
-    validation_update = tracking.make_validation_update(config, replicated)
+    validation_update = tracking.make_validation_update(config, exp.replicated)
     stopped_early = tracking.should_stop(state, config)  # resumed after stopping early
     target: dict[str, Any] | None = None  # config.target_accuracy, once reached
     last_step = start_step if stopped_early else total_steps
@@ -372,7 +327,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     progress.reset_clock(start_step)
     with preemption.StopRequest() as stop:
         for step in range(start_step + 1, last_step + 1):
-            batch = to_global(next(train_iter), batch_sharding)
+            batch = to_global(next(train_iter), exp.batch_sharding)
             state, step_metrics = train_step(state, batch)
             monitor.add(step, step_metrics)  # checks the previous step while this one runs
             if steady_start is None:
@@ -383,7 +338,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
             if step % config.log_every_steps == 0 or step == total_steps:
                 scalars = monitor.pop_scalars()
-                lr = optim.learning_rate_at(schedule, state.opt_state, step - 1)
+                lr = optim.learning_rate_at(exp.schedule, state.opt_state, step - 1)
                 scalars["learning_rate"] = lr
                 _console(progress.line(step, scalars))
                 writer.write_scalars(
@@ -395,7 +350,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             end_of_epoch = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
             if dataset.val is not None and end_of_epoch and epoch % config.eval_every_epochs == 0:
-                val = evaluate(eval_step, state, dataset.val, eval_batch_size, batch_sharding)
+                val = exp.evaluate(state, dataset.val)
                 _console(
                     f"  val   epoch {epoch}: loss {val['loss']:.4f} | acc {val['accuracy']:.4f}"
                 )
@@ -408,7 +363,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             if config.target_accuracy and end_of_epoch:
                 if not (dataset.val is not None and paused):  # no validation result this epoch
                     split = dataset.val if dataset.val is not None else dataset.test
-                    val = evaluate(eval_step, state, split, eval_batch_size, batch_sharding)
+                    val = exp.evaluate(state, split)
                     paused = True
                 if val["accuracy"] >= config.target_accuracy:
                     target = {
@@ -463,19 +418,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     tested = tracking.test_checkpoint(config)
     test_state = best.restore(state) if tested == "best" else state
     test_start = time.perf_counter()
-    test = evaluate(eval_step, test_state, dataset.test, eval_batch_size, batch_sharding)
+    test = exp.evaluate(test_state, dataset.test)
     test_seconds = time.perf_counter() - test_start
     _console(f"Test: loss {test['loss']:.4f} | accuracy {test['accuracy']:.4f}")
     writer.write_scalars(final_step, {"split": "test", **test})
     test_tta = None
     if config.tta != "none":  # test-time augmentation (cifar_jax/tta.py), reported apart
-        tta_step = jax.jit(
-            traced_on(mesh, tta.make_eval_step(model, mean, std, config.tta)),
-            in_shardings=(replicated, batch_sharding),
-            out_shardings=replicated,
-        )
         tta_start = time.perf_counter()
-        test_tta = evaluate(tta_step, test_state, dataset.test, eval_batch_size, batch_sharding)
+        test_tta = exp.evaluate(test_state, dataset.test, exp.tta_eval_step(config.tta))
         test_tta["seconds"] = time.perf_counter() - tta_start  # compile included
         _console(
             f"Test with TTA {config.tta}: loss {test_tta['loss']:.4f} | "

@@ -57,7 +57,8 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import parallel, runs, steps
+from cifar_jax import parallel, runs
+from cifar_jax import steps as steps_lib
 from cifar_jax.errors import CifarJaxError, ConfigError
 
 DEFAULT_LRS = (0.15, 0.1, 0.075, 0.05)
@@ -113,7 +114,6 @@ def landscape(
     import jax.numpy as jnp
 
     from cifar_jax.commands import evaluate
-    from cifar_jax.data import pipeline
 
     if points_1d < 2 or points_2d < 2:
         raise ConfigError("--points_1d and --points_2d must be >= 2.")
@@ -121,14 +121,7 @@ def landscape(
         raise ConfigError(f"--span={span} must be > 0.")
     images = _subset(evaluate.get_split(run, split), num_images, seed)
     batch_size = runs.small_batch_size(run, len(images))
-    dataset = pipeline.eval_dataset(
-        images,
-        global_batch_size=batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    sharding = run.batch_sharding()
-    batches = [parallel.to_global(b, sharding) for b in pipeline.iterate(dataset, prefetch=2)]
+    batches = list(steps_lib.eval_batches(images, batch_size, run.batch_sharding()))  # reused
     replicated = run.replicated()
     key = jax.random.key(seed)
     d1 = jax.jit(random_direction, out_shardings=replicated)(
@@ -137,37 +130,18 @@ def landscape(
     d2 = jax.jit(random_direction, out_shardings=replicated)(
         run.state.params, jax.random.fold_in(key, 2)
     )
-    model, mean, std = run.model, run.mean, run.std
 
-    def sums(params, batch_stats, d1, d2, a, b, batch):
-        moved = jax.tree.map(lambda w, x, y: w + a * x + b * y, params, d1, d2)
-        logits = model.apply(
-            {"params": moved, "batch_stats": batch_stats},
-            pipeline.normalize(batch["image"], mean, std),
-            train=False,
-        )
-        loss = steps.cross_entropy(logits, batch["label"], 0.0)
-        mask = batch["mask"].astype(jnp.float32)
-        correct = (logits.argmax(-1) == batch["label"]).astype(jnp.float32)
-        return jnp.sum(loss * mask), jnp.sum(correct * mask)
-
-    sums = jax.jit(
-        parallel.traced_on(run.mesh, sums),
-        in_shardings=(replicated,) * 6 + (sharding,),
-        out_shardings=(replicated, replicated),
-    )
-    params, batch_stats = run.state.params, run.state.batch_stats
-    count = float(len(images))
+    @jax.jit
+    def move(params, d1, d2, a, b):
+        return jax.tree.map(lambda w, x, y: w + a * x + b * y, params, d1, d2)
 
     def at(a: float, b: float) -> tuple[float, float]:
-        loss = correct = 0.0
-        for batch in batches:
-            s_loss, s_correct = sums(
-                params, batch_stats, d1, d2, jnp.float32(a), jnp.float32(b), batch
-            )
-            loss += float(s_loss)
-            correct += float(s_correct)
-        return loss / count, correct / count
+        """Loss and accuracy of the weights moved by ``a d1 + b d2`` (the run's eval step)."""
+        moved = run.state.replace(
+            params=move(run.state.params, d1, d2, jnp.float32(a), jnp.float32(b))
+        )
+        result = steps_lib.evaluate(run.eval_step, moved, batches)
+        return result["loss"], result["accuracy"]
 
     start = time.perf_counter()
     alphas = np.linspace(-span, span, points_1d)
@@ -293,95 +267,59 @@ def bn_sweep(
     import jax
     import jax.numpy as jnp
     import optax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
 
-    from cifar_jax import data, losses, models, optim
-    from cifar_jax.data import pipeline
+    from cifar_jax import experiment
 
     lrs = [float(x) for x in lrs]
     if not lrs or any(x <= 0 for x in lrs):
         raise ConfigError(f"--lrs={lrs} must be one or more learning rates > 0.")
-    dataset = data.load_dataset(config)
-    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-    model = models.build_model(config, dataset.num_classes)
-    mesh = parallel.create_mesh()
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    parallel.check_batch_size(config.batch_size, mesh)
-    per_epoch = pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
-    if per_epoch == 0:
-        raise ConfigError(
-            f"batch_size={config.batch_size} is larger than the training split "
-            f"({len(dataset.train)} examples); use a smaller batch_size."
-        )
-    total = int(steps or config.num_train_steps or config.num_epochs * per_epoch)
-    if total <= 0:
+    if steps < 0:
         raise ConfigError("--steps (or num_train_steps / num_epochs) must be > 0.")
+    # The run's own set-up and train step, with the peak learning rate held in the
+    # optimizer state: one compiled step serves every learning rate.
+    exp = experiment.build(config, total_steps=steps or None, learning_rate_in_state=True)
+    total, shape = exp.total_steps, exp.schedule
+    has_bn = bool(jax.tree.leaves(exp.state.batch_stats))
+    # The train step's own objective (loss, mixup / cutmix), at the step's dropout key.
+    objective = steps_lib.config_objective(config, exp.model, exp.mean, exp.std)
 
-    # The config's schedule with peak 1, scaled by a learning rate held in the optimizer
-    # state: one compiled step serves every learning rate.
-    unit = config.copy_and_resolve_references()
-    unit.learning_rate = 1.0
-    shape = optim.learning_rate_schedule(unit, per_epoch, total)
+    def measure(state, batch):
+        """Loss, ||g(w) - g(w')|| with w' = w - peak g, beta, and the scheduled lr."""
+        images, lam, dropout_key = objective.inputs(state, batch)
 
-    def factory(learning_rate):
-        return optim.create_optimizer(
-            config, lambda count: learning_rate * shape(count), total, per_epoch
-        )
+        def loss_at(params):
+            return objective(params, state, images, batch["label"], lam, dropout_key)[0]
 
-    tx = optax.inject_hyperparams(factory)(learning_rate=lrs[0])
-    init_state = steps.create_train_state(model, tx, config.seed, replicated)
-    has_bn = bool(jax.tree.leaves(init_state.batch_stats))
-    objective = losses.make_loss(config)  # the config's loss (mixup / cutmix not applied)
-
-    def step_fn(state, batch):
-        images = pipeline.normalize(batch["image"], mean, std)
-        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-
-        def loss_fn(params):
-            logits, batch_stats = steps.train_forward(model, params, state, images, dropout_key)
-            loss, _ = objective.total(logits, batch["label"], params)
-            return loss, batch_stats
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, grads = jax.value_and_grad(loss_at)(state.params)
         peak = state.opt_state.hyperparams["learning_rate"]
-        lr_t = peak * shape(state.step)
         # The probe steps by the run's (peak) learning rate, not the scheduled one: a
         # decayed step would make ||w - w'|| vanish into float32 rounding late in the run.
         probe = jax.tree.map(lambda w, g: w - peak * g, state.params, grads)
-        probe_grads, _ = jax.grad(loss_fn, has_aux=True)(probe)
-        distance = optax.tree.norm(jax.tree.map(jnp.subtract, grads, probe_grads))
+        distance = optax.tree.norm(jax.tree.map(jnp.subtract, grads, jax.grad(loss_at)(probe)))
         moved = peak * optax.tree.norm(grads)
         beta = jnp.where(moved > 0, distance / jnp.where(moved > 0, moved, 1.0), jnp.nan)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-        )
-        return new_state, jnp.stack([loss, distance, beta, lr_t])
+        return jnp.stack([loss, distance, beta, peak * shape(state.step)])
 
-    step_fn = jax.jit(
-        parallel.traced_on(mesh, step_fn),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
+    measure = jax.jit(
+        parallel.traced_on(exp.mesh, measure),
+        in_shardings=(exp.replicated, exp.batch_sharding),
+        out_shardings=exp.replicated,
     )
+    trainable_params = exp.trainable_params()
     record = np.full((len(lrs), total, 4), np.nan)
     diverged: dict[str, int] = {}
     every = max(1, total // 5)
     for i, lr in enumerate(lrs):
-        hyper = dict(init_state.opt_state.hyperparams)
-        hyper["learning_rate"] = jax.device_put(jnp.asarray(lr, jnp.float32), replicated)
-        state = init_state.replace(opt_state=init_state.opt_state._replace(hyperparams=hyper))
-        batches = pipeline.iterate(
-            pipeline.config_train_dataset(config, dataset.train, mean, total),
-            config.prefetch_batches,
-        )
+        hyper = dict(exp.state.opt_state.hyperparams)
+        hyper["learning_rate"] = jax.device_put(jnp.asarray(lr, jnp.float32), exp.replicated)
+        state = jax.tree.map(jnp.copy, exp.state)  # the train step donates its state
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+        batches = exp.train_iterator()
         start = time.perf_counter()
         for t in range(total):
-            state, values = step_fn(state, parallel.to_global(next(batches), batch_sharding))
+            batch = exp.to_global(next(batches))
+            values = measure(state, batch)  # before the step, which donates ``state``
+            state, _ = exp.train_step(state, batch)
             record[i, t] = np.asarray(values.addressable_data(0))
             if not np.isfinite(record[i, t, 0]):
                 diverged[str(lr)] = t + 1
@@ -409,8 +347,8 @@ def bn_sweep(
             "batch_size": int(config.batch_size),
             "optimizer": config.optimizer,
             "schedule": config.schedule,
-            "trainable_params": models.count_trainable_params(init_state.params),
-            "dataset_source": dataset.source,
+            "trainable_params": trainable_params,
+            "dataset_source": exp.dataset.source,
             "diverged_at_step": diverged,
             "config": config.to_dict(),
         },

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from cifar_jax import parallel, steps
 from cifar_jax.errors import CifarJaxError, ConfigError
 from cifar_jax.models import build_model, count_trainable_params, model_description
 
@@ -147,11 +146,7 @@ def lower_steps(config: Any, platform: str, mesh: Any = None) -> dict[str, str]:
     :func:`cifar_jax.train.train_and_evaluate` jits), lowered for ``platform`` with
     ``jax.export`` on this machine, whatever its devices: no data is read, no step runs.
     """
-    import numpy as np
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from cifar_jax import optim, tta
+    from cifar_jax import experiment
     from cifar_jax.kernels import onednn
 
     if platform not in PLATFORMS:
@@ -159,34 +154,15 @@ def lower_steps(config: Any, platform: str, mesh: Any = None) -> dict[str, str]:
             f"cannot lower for {platform!r}: choose one of {', '.join(PLATFORMS)} "
             "(--lower_for=cuda for NVIDIA GPUs)."
         )
-    mesh = mesh or parallel.create_mesh()
-    replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    model = build_model(config, num_classes_for(config))
-    total = max(1, config.num_train_steps or config.num_epochs * 100)
-    schedule = optim.learning_rate_schedule(config, 100, total)
-    tx = optim.create_optimizer(config, schedule, total, 100)
-    lookahead = config.lookahead_every > 0
-    state = jax.eval_shape(
-        lambda: steps.create_train_state(model, tx, 0, replicated, lookahead=lookahead)
-    )
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                         state)  # fmt: skip
-    mean = std = np.full(3, 0.5, np.float32)
-    train_step, eval_step = steps.jit_steps(config, model, tx, mean, std, mesh, total)
-    jitted = {"train": train_step, "eval": eval_step}
+    exp = experiment.build_abstract(config, num_classes_for(config), mesh=mesh)
+    jitted = {"train": exp.train_step, "eval": exp.eval_step}
     if config.tta != "none":
-        jitted["tta"] = jax.jit(parallel.traced_on(mesh, tta.make_eval_step(model, mean, std,
-                                                                       config.tta)))  # fmt: skip
-    size = config.batch_size
-    examples = {
-        "image": jax.ShapeDtypeStruct((size, 32, 32, 3), jnp.uint8, sharding=batch),
-        "label": jax.ShapeDtypeStruct((size,), jnp.int32, sharding=batch),
-    }
-    eval_examples = {**examples, "mask": jax.ShapeDtypeStruct((size,), jnp.bool_, sharding=batch)}
+        jitted["tta"] = exp.tta_eval_step(config.tta)
+    examples, eval_examples = exp.example_batch(), exp.example_batch(mask=True)
     checks = [jax.export.DisabledSafetyCheck.custom_call(onednn.TARGET_NAME)]
     out = {}
     for name, step in jitted.items():
-        args = (state, examples if name == "train" else eval_examples)
+        args = (exp.state, examples if name == "train" else eval_examples)
         exported = jax.export.export(step, platforms=[platform], disabled_checks=checks)(*args)
         out[name] = exported.mlir_module()
     return out

@@ -12,9 +12,9 @@ field of every model benchmarked, e.g. ``half_precision=true`` (the twin then ru
 For each model config and batch size it measures
 
 * the jitted train step and eval step that :func:`cifar_jax.train.train_and_evaluate` runs
-  (built by :func:`cifar_jax.train.jit_steps` from the config's model, optimizer, loss
-  and normalization; fed as the training loop feeds it: next batch of the config's Grain
-  pipeline -> ``to_global`` -> step):
+  (built by :func:`cifar_jax.experiment.build`, through :func:`cifar_jax.steps.jit_steps`,
+  from the config's model, optimizer, loss and normalization; fed as the training loop
+  feeds it: next batch of the config's Grain pipeline -> ``to_global`` -> step):
   images/s, compile seconds, and the step's memory from XLA's memory analysis;
 * a PyTorch eager twin of the same architecture (:mod:`cifar_jax.perf.bench_torch`: same
   layers, widths and parameter count, asserted; channels_last; same optimizer; uint8 in,
@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cifar_jax import config_base, parallel, runtime, steps
+from cifar_jax import config_base, runtime
 
 CONFIG_DIR = Path(config_base.resolve_config_path("configs"))  # as --config=configs/<id>.py
 TARGET_TRAIN_RATIO = 1.0
@@ -97,41 +97,22 @@ class JaxSide:
 
     def __init__(self, config, dataset, iterator, eval_batches):
         import jax
-        import jax.numpy as jnp
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
 
-        from cifar_jax import models, optim, train
-        from cifar_jax.data import pipeline
+        from cifar_jax import experiment, train
 
         self.jax, self.train = jax, train
-        mesh = parallel.create_mesh()
-        replicated = NamedSharding(mesh, P())
-        self.batch_sharding = NamedSharding(mesh, P("data"))
-        parallel.check_batch_size(config.batch_size, mesh)
-        self.mean, self.std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-        self.model = models.build_model(config, dataset.num_classes)
-        steps_per_epoch = pipeline.steps_per_epoch(len(dataset.train), config.batch_size)
-        total = config.num_train_steps or config.num_epochs * steps_per_epoch
-        schedule = optim.learning_rate_schedule(config, steps_per_epoch, total)
-        tx = optim.create_optimizer(config, schedule, total, steps_per_epoch)
-        self.state = steps.create_train_state(
-            self.model, tx, config.seed, replicated, lookahead=config.lookahead_every > 0
-        )
-        self.num_params = models.count_trainable_params(self.state.params)
-        train_step, eval_step = steps.jit_steps(
-            config, self.model, tx, self.mean, self.std, mesh, total
-        )
-        b = config.batch_size
-
-        def spec(shape, dtype):
-            return jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
-
-        example = {"image": spec((b, 32, 32, 3), jnp.uint8), "label": spec((b,), jnp.int32)}
+        # The run's own set-up (data-dependent init included) and jitted steps.
+        exp = experiment.build(config, dataset=dataset)
+        self.batch_sharding = exp.batch_sharding
+        self.mean, self.std, self.model = exp.mean, exp.std, exp.model
+        self.state = exp.state
+        self.num_params = exp.trainable_params()
+        example = exp.example_batch()
+        train_step, eval_step = exp.train_step, exp.eval_step
         start = time.perf_counter()
         self.train_step = train_step.lower(self.state, example).compile()
         self.train_compile_seconds = time.perf_counter() - start
-        example_eval = dict(example, mask=spec((b,), jnp.bool_))
+        example_eval = exp.example_batch(mask=True)
         start = time.perf_counter()
         self.eval_step = eval_step.lower(self.state, example_eval).compile()
         self.eval_compile_seconds = time.perf_counter() - start
