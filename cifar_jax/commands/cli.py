@@ -94,6 +94,18 @@ def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def define_run_flags(checkpoint_help: str) -> tuple[flags.FlagHolder, ...]:
+    """``--workdir`` (required), ``--checkpoint`` and ``--data_dir`` of a command that
+    reads one finished run (evaluate, report, predict), for :func:`load_workdir_run`."""
+    workdir = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
+    checkpoint = flags.DEFINE_string(
+        "checkpoint", "latest", f"{checkpoint_help}: latest, best or a step number."
+    )
+    data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
+    flags.mark_flag_as_required("workdir")
+    return workdir, checkpoint, data_dir
+
+
 def load_workdir_run(workdir: str, checkpoint: str, data_dir: str | None):
     """What every workdir command (evaluate, report, predict, analyze) starts with: the
     run's config validated and the process set up for it (before JAX starts), then the

@@ -171,16 +171,11 @@ def run() -> None:
 
     from cifar_jax.commands import cli
 
-    workdir = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
-    checkpoint = flags.DEFINE_string(
-        "checkpoint", "latest", "Checkpoint to evaluate: latest, best or a step number."
-    )
+    workdir, checkpoint, data_dir = cli.define_run_flags("Checkpoint to evaluate")
     tta_mode = flags.DEFINE_enum(
         "tta", "none", list(tta.TTA_MODES), "Test-time augmentation to add."
     )
     split = flags.DEFINE_enum("split", "test", list(SPLITS), "Split to evaluate.")
-    data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
-    flags.mark_flag_as_required("workdir")
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:

@@ -107,15 +107,10 @@ def run() -> None:
 
     from cifar_jax.commands import cli
 
-    workdir = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
-    checkpoint = flags.DEFINE_string(
-        "checkpoint", "latest", "Checkpoint to use: latest, best or a step number."
-    )
+    workdir, checkpoint, data_dir = cli.define_run_flags("Checkpoint to use")
     top_k = flags.DEFINE_integer("top_k", 5, "Classes to show per image.")
     as_json = flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
     tta_mode = flags.DEFINE_enum("tta", "none", list(tta.TTA_MODES), "Test-time augmentation.")
-    data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
-    flags.mark_flag_as_required("workdir")
 
     def main(argv: list[str]) -> None:
         with cli.user_errors():

@@ -266,17 +266,12 @@ def run() -> None:
 
     from cifar_jax.commands import cli
 
-    workdir = flags.DEFINE_string("workdir", None, "Workdir of a training run.")
-    checkpoint = flags.DEFINE_string(
-        "checkpoint", "latest", "Checkpoint to report on: latest, best or a step number."
-    )
+    workdir, checkpoint, data_dir = cli.define_run_flags("Checkpoint to report on")
     out = flags.DEFINE_string("out", None, "Output folder (default <workdir>/report).")
     num_examples = flags.DEFINE_integer(
         "num_examples", 18, "Images in each of the well- / misclassified grids."
     )
     seed = flags.DEFINE_integer("seed", 0, "Seed of the misclassified sample.")
-    data_dir = flags.DEFINE_string("data_dir", None, "Replaces the run's data_dir.")
-    flags.mark_flag_as_required("workdir")
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:

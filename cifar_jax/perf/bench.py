@@ -496,13 +496,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench_results", help="folder for bench.json / bench.md")
     p.add_argument("--data_source", default="synthetic", help="config.data_source to use")
     p.add_argument("--no_torch", action="store_true", help="measure the jax side only")
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="set a config field of every model (repeatable), e.g. half_precision=true",
-    )
+    add_override_argument(p)
     p.add_argument("--table_from", default="", help="only re-render this bench.json's table")
     p.add_argument(
         "--default_malloc",
@@ -534,6 +528,18 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
     except (ValueError, SyntaxError) as e:
         raise SystemExit(f"error: --override {key}={text}: {e}") from None
     raise SystemExit(f"error: --override {key}: only plain fields can be set ({key} is a group)")
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """``--override FIELD=VALUE`` (repeatable), read by :func:`model_batch_grid`: every
+    benchmark command takes it."""
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a config field of every model (repeatable), e.g. half_precision=true",
+    )
 
 
 def apply_overrides(config, overrides: list[str]):

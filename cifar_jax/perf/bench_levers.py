@@ -76,6 +76,8 @@ def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cifar_jax.perf import bench  # its --override and model grid
+
     p = argparse.ArgumentParser(prog="python -m cifar_jax.bench_levers", description=__doc__)
     p.add_argument("--lever", required=True, choices=LEVERS)
     p.add_argument("--models", required=True, help="comma-separated config ids")
@@ -84,18 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="target seconds per round")
     p.add_argument("--steps", type=int, default=0, help="steps per round (0 = auto)")
     p.add_argument("--data_source", default="synthetic")
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="set a config field of every model (repeatable), as bench's --override",
-    )
+    bench.add_override_argument(p)
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
 
     from cifar_jax import runtime
-    from cifar_jax.perf import bench
 
     runtime.configure_process()  # as training does, before JAX starts
     results = []

@@ -244,6 +244,8 @@ def profile_torch_step(config, side, batch: dict, steps: int, step: str) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cifar_jax.perf import bench  # its --override and model grid
+
     p = argparse.ArgumentParser(prog="python -m cifar_jax.bench_ops", description=__doc__)
     p.add_argument("what", choices=("convs", "profile"))
     p.add_argument("--models", default="c100_bn", help="profile: comma-separated config ids")
@@ -252,19 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch", action="store_true", help="profile: the torch twin's step too")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
     p.add_argument("--data_source", default="synthetic")
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="set a config field of every model (repeatable), as bench's --override",
-    )
+    bench.add_override_argument(p)
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
 
     from cifar_jax import runtime
-    from cifar_jax.perf import bench
 
     runtime.configure_process(reuse_host_memory=not args.default_malloc)  # as training does
     results = []
