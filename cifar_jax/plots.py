@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar_jax import eval_metrics  # noqa: E402
+from cifar_jax import classification  # noqa: E402
 
 DPI = 110
 # Colours of the splits, fixed so every figure reads the same way.
@@ -165,7 +165,7 @@ def confusion_matrices(cm: np.ndarray, class_names: Sequence[str], path: str, ti
     im = _heatmap(axes[0], cm, class_names, "d")
     axes[0].set_title("counts (rows: true class)")
     fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04, label="images")
-    im = _heatmap(axes[1], eval_metrics.normalize_rows(cm), class_names, ".2f", vmax=1.0)
+    im = _heatmap(axes[1], classification.normalize_rows(cm), class_names, ".2f", vmax=1.0)
     axes[1].set_title("row-normalized (share of each true class)")
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04, label="share of the true class")
     fig.suptitle(title)
@@ -186,7 +186,7 @@ def confusion_grid(
     image = None
     for ax, name in zip(axes.flat, names, strict=False):
         image = _heatmap(
-            ax, eval_metrics.normalize_rows(matrices[name]), class_names, ".2f", vmax=1.0
+            ax, classification.normalize_rows(matrices[name]), class_names, ".2f", vmax=1.0
         )
         acc = np.trace(matrices[name]) / max(1, np.sum(matrices[name]))
         ax.set_title(f"{name} (accuracy {100 * acc:.2f}%)")
@@ -246,7 +246,7 @@ def confidence(probs: np.ndarray, labels: np.ndarray, path: str, title: str) -> 
     axes[0].set_ylabel("images")
     axes[0].set_title("Confidence of correct and wrong predictions (dashed: means)")
     axes[0].legend()
-    b = eval_metrics.calibration_bins(conf, correct)
+    b = classification.calibration_bins(conf, correct)
     centers = (b["edges"][:-1] + b["edges"][1:]) / 2
     width = b["edges"][1] - b["edges"][0]
     used = b["count"] > 0
@@ -258,7 +258,7 @@ def confidence(probs: np.ndarray, labels: np.ndarray, path: str, title: str) -> 
     axes[1].set_ylim(0, 1)
     axes[1].set_xlabel("confidence bin")
     axes[1].set_ylabel("accuracy in bin")
-    ece = eval_metrics.expected_calibration_error(conf, correct)
+    ece = classification.expected_calibration_error(conf, correct)
     axes[1].set_title(f"Reliability diagram (ECE {ece:.4f}, {len(centers)} bins)")
     axes[1].legend(loc="upper left")
     fig.suptitle(title)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tiny_runs import REPO, run_command, trained
 
-from cifar_jax import eval_metrics, runs
+from cifar_jax import classification, runs
 from cifar_jax.commands import analyze
 
 
@@ -64,7 +64,7 @@ def test_landscape_center_is_the_trained_loss(tmp_path_factory, tmp_path):
     np.testing.assert_allclose(result["alphas"], [-0.5, -0.25, 0, 0.25, 0.5])
     subset = analyze._subset(run.dataset.test, 40, 1)
     probs = runs.predict_probs(run, subset)
-    assert info["center_loss"] == pytest.approx(eval_metrics.nll(probs, subset.labels), rel=1e-4)
+    assert info["center_loss"] == pytest.approx(classification.nll(probs, subset.labels), rel=1e-4)
     assert result["loss_1d"][2] == pytest.approx(info["center_loss"], rel=1e-6)
     assert result["loss_2d"][1, 1] == pytest.approx(info["center_loss"], rel=1e-6)
     assert np.all(np.isfinite(result["loss_2d"]))

@@ -131,7 +131,7 @@ def confusion_matrices(
     rows: Sequence[dict[str, Any]], checkpoint: str | int, data_dir: str | None
 ) -> tuple[list[tuple[tuple[str, ...], dict[str, np.ndarray]]], list[str]]:
     """Test confusion matrices grouped by class set, and notes on runs left out."""
-    from cifar_jax import eval_metrics
+    from cifar_jax import classification
     from cifar_jax.commands import evaluate
 
     groups: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
@@ -143,7 +143,7 @@ def confusion_matrices(
             notes.append(f"{r['name']}: no confusion matrix ({str(e).splitlines()[0]})")
             continue
         probs, labels = evaluate.predictions(run, "test", "none")
-        cm = eval_metrics.confusion_matrix(labels, probs.argmax(-1), run.num_classes)
+        cm = classification.confusion_matrix(labels, probs.argmax(-1), run.num_classes)
         groups.setdefault(run.class_names, {})[r["name"]] = cm
     return list(groups.items()), notes
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import eval_metrics, runs, tta
+from cifar_jax import classification, runs, tta
 from cifar_jax.errors import ConfigError
 
 SPLITS = ("test", "val")
@@ -103,16 +103,16 @@ def evaluate_run(
         "dataset_source": run.dataset.source,
         "trainable_params": run.trainable_params,
         "state_sha256": run.state_sha256(),
-        **eval_metrics.summarize(probs, labels, run.class_names),
+        **classification.summarize(probs, labels, run.class_names),
         "tta": mode,
     }
     if mode != "none":
         tta_probs, _ = predictions(run, split, mode, cache)
         out["tta_accuracy"] = float(np.mean(tta_probs.argmax(-1) == labels))
-        out["tta_loss"] = eval_metrics.nll(tta_probs, labels)
+        out["tta_loss"] = classification.nll(tta_probs, labels)
         out["tta_metrics"] = {
             k: v
-            for k, v in eval_metrics.summarize(tta_probs, labels, run.class_names).items()
+            for k, v in classification.summarize(tta_probs, labels, run.class_names).items()
             if k not in ("per_class", "class_names", "confusion_matrix")
         }
         out["tta_metrics"]["num_views"] = tta.num_views(mode)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import eval_metrics, runs
+from cifar_jax import classification, runs
 
 FIGURES = (
     "curves.png",
@@ -184,7 +184,7 @@ def write_report(
     os.makedirs(out_dir, exist_ok=True)
     name = run.name
     probs, labels = predictions or evaluate.predictions(run, "test", "none")
-    m = eval_metrics.summarize(probs, labels, run.class_names)
+    m = classification.summarize(probs, labels, run.class_names)
     cm = np.asarray(m["confusion_matrix"])
     records = runs.read_metrics(run.workdir)
 
@@ -196,7 +196,7 @@ def write_report(
     plots.confusion_matrices(
         cm, run.class_names, out("confusion_matrix.png"), f"{name}: test confusion matrix"
     )
-    class_acc = eval_metrics.per_class_accuracy(cm)
+    class_acc = classification.per_class_accuracy(cm)
     plots.per_class_accuracy(
         class_acc, run.class_names, m["accuracy"], out("per_class_accuracy.png"),
         f"{name}: test accuracy per class",

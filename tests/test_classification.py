@@ -1,11 +1,11 @@
-"""The metric math of cifar_jax.eval_metrics against values computed by hand."""
+"""The metric math of cifar_jax.classification against values computed by hand."""
 
 import math
 
 import numpy as np
 import pytest
 
-from cifar_jax import eval_metrics as em
+from cifar_jax import classification as em
 
 LABELS = np.array([0, 0, 1, 1, 2, 2])
 PREDS = np.array([0, 1, 1, 1, 0, 2])
