@@ -43,3 +43,11 @@ def traced_on(mesh: Mesh, step: Callable) -> Callable:
     shard, :func:`cifar_jax.kernels.onednn.batch_sharded_over`). Every jitted step that
     runs a model goes through it: train, eval, TTA, predict, analyze."""
     return lowering.platform_step(step, lambda: onednn.batch_sharded_over(mesh))
+
+
+def traced_portable(step: Callable) -> Callable:
+    """``step`` traced for a program that leaves the package (``jax.export``, ONNX): XLA's
+    plain ops on every platform, no CPU custom call and no platform switch
+    (:func:`cifar_jax.kernels.lowering.portable_step`). Unsharded: the file's user picks
+    the devices. The exported inference function goes through it."""
+    return lowering.portable_step(step)

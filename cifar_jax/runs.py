@@ -1,19 +1,24 @@
 """Load a finished (or running) training run back from its workdir.
 
     run = load_run("runs/lenet", checkpoint="latest")   # or "best", or a step number
-    probs = predict_probs(run, run.dataset.test)          # (N, C) softmax, sharded + jitted
+    run.predict(images).probs                            # (N, C) softmax, sharded + jitted
+    probs = predict_probs(run, run.dataset.test)          # a whole split, same step
 
-A workdir holds ``config.json`` (the resolved config), ``results.json`` (once finished),
-``metrics.jsonl`` and the Orbax checkpoints under ``checkpoints/<step>/`` (and the
-best-validation one under ``best/<step>/`` when the run keeps one). :func:`load_run`
-rebuilds the model, the data set (for class names and normalization statistics) and the
-train state from them; every problem is a :class:`~cifar_jax.errors.CifarJaxError` that
-names what is missing and what to do.
+A workdir holds ``config.json`` (the resolved config), ``inference.json`` (what
+classifying an image needs: class names, normalization, ...; :mod:`cifar_jax.inference`),
+``results.json`` (once finished), ``metrics.jsonl`` and the Orbax checkpoints under
+``checkpoints/<step>/`` (and the best-validation one under ``best/<step>/`` when the run
+keeps one). :func:`load_run` rebuilds the model and the train state from them without
+reading the data set; ``run.dataset`` reads it on first use (evaluate, report). Runs made
+before ``inference.json`` existed read the data set at once for their class names and
+normalization, as before. Every problem is a :class:`~cifar_jax.errors.CifarJaxError`
+that names what is missing and what to do.
 
 :func:`predict_probs` is the one evaluation path every command uses (evaluate, report,
-compare, predict): the padded, masked eval pipeline and a step jitted over the same
-``data`` mesh as training, so every image is seen exactly once and a picture given to
-``predict`` gets exactly the probabilities ``evaluate`` computes for the same pixels.
+compare, predict, ``LoadedRun.predict``): the padded, masked eval pipeline and a step
+jitted over the same ``data`` mesh as training, so every image is seen exactly once and a
+picture given to ``predict`` gets exactly the probabilities ``evaluate`` computes for the
+same pixels.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import numpy as np
 from absl import logging
 
 from cifar_jax import checkpoint as ckpt
-from cifar_jax import config_base, parallel, steps
-from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
+from cifar_jax import config_base, inference, parallel, steps
+from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError, DataError
 
 CHECKPOINT_NAMES = ("latest", "best")
 
@@ -86,17 +91,10 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             f"{workdir} has no config.json, so it is not a cifar_jax training workdir (or its "
             "run stopped before writing it). Pass the --workdir of a training run."
         )
-    try:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CifarJaxError(
-            f"cannot read {path}: {e}. Restore the file, or copy the 'config' entry of "
-            "results.json into it."
-        ) from e
-    if not isinstance(values, dict):
-        raise CifarJaxError(f"{path} does not hold a JSON object; restore the file.")
-    return config_from_dict(values, path)
+    from cifar_jax import workdir as workdir_lib
+
+    fix = "Restore the file, or copy the 'config' entry of results.json into it."
+    return config_from_dict(workdir_lib.read_json_object(path, fix), path)
 
 
 def read_results(workdir: str) -> dict[str, Any] | None:
@@ -191,31 +189,48 @@ def find_checkpoint(workdir: str, checkpoint: str | int = "latest") -> tuple[str
 
 @dataclasses.dataclass
 class LoadedRun:
-    """A run restored from its workdir, ready to evaluate."""
+    """A run restored from its workdir: predict with it, evaluate it, or take its Flax
+    parts (``model``, ``variables``, ``config``)."""
 
     workdir: str
     config: ml_collections.ConfigDict
     model: Any  # flax.linen.Module
-    state: Any  # steps.TrainState, replicated over ``mesh``
+    state: Any  # EvalState (step, params, batch_stats), replicated over ``mesh``
     step: int
     checkpoint: str  # "latest", "best" or "step N" (what was asked for)
     checkpoint_path: str
-    dataset: Any  # data.CifarData
+    spec: inference.InferenceSpec  # class names, normalization, ... (inference.json)
     mean: np.ndarray
     std: np.ndarray
     mesh: Any  # jax.sharding.Mesh
     results: dict[str, Any] | None
     # The run's jitted eval step (state, padded batch) -> EvalMetrics, as training built it.
     eval_step: Any = None
+    # The data set, read on first use of ``dataset`` (runs without inference.json: at load).
+    _dataset: Any = dataclasses.field(default=None, repr=False)
     _compiled: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
+    def dataset(self) -> Any:
+        """The run's data set (``data.CifarData``), read on first use from the config's
+        ``data_dir`` (or load_run's ``data_dir``); its classes must be the run's."""
+        if self._dataset is None:
+            self._dataset = load_data(self.config, self.spec)
+        return self._dataset
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.dataset.class_names)
+        return tuple(self.spec.class_names)
 
     @property
     def num_classes(self) -> int:
-        return int(self.dataset.num_classes)
+        return self.spec.num_classes
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """``{"params", "batch_stats"}`` for ``model.apply(run.variables, x, train=False)``
+        (``x``: images normalized with ``run.mean`` / ``run.std``)."""
+        return self.state.variables()
 
     @property
     def name(self) -> str:
@@ -261,8 +276,22 @@ class LoadedRun:
         return self._compiled[mode]
 
     def state_sha256(self) -> str:
-
         return steps.state_sha256(self.state)
+
+    def predict(
+        self, images: Any, *, tta: str = "none", batch_size: int | None = None
+    ) -> inference.Predictions:
+        """Probabilities and class names of ``images``: a uint8 ``(N, 32, 32, 3)`` array or
+        image file path(s) (resized to 32x32 as ``python -m cifar_jax.predict`` does), in
+        batches of ``batch_size`` (default: the smallest the devices split that holds
+        them, at most the run's eval batch) through the jitted, sharded predict step.
+        ``tta``: a test-time augmentation mode (:mod:`cifar_jax.tta`)."""
+        from cifar_jax.data import ArraySplit
+
+        array = inference.as_images(images)
+        split = ArraySplit(images=array, labels=np.zeros(len(array), np.int32))
+        size = batch_size or small_batch_size(self, len(array))
+        return inference.Predictions(predict_probs(self, split, tta, size), self.class_names)
 
 
 @flax.struct.dataclass
@@ -297,6 +326,22 @@ def _structure_differences(on_disk: Any, expected: Any) -> list[str]:
     return out
 
 
+def load_data(config: ml_collections.ConfigDict, spec: inference.InferenceSpec | None) -> Any:
+    """The data set of ``config`` (``data.load_dataset``), checked against the classes the
+    run was trained on (``spec``) when there is one."""
+    from cifar_jax import data
+
+    dataset = data.load_dataset(config)
+    if spec is not None and tuple(dataset.class_names) != spec.class_names:
+        raise DataError(
+            f"the data set read from {dataset.source} has the classes "
+            f"{list(dataset.class_names)}, but the run was trained on {list(spec.class_names)} "
+            f"({spec.dataset}, label_type={spec.label_type}, class_subset={spec.class_subset}). "
+            "Pass --data_dir (or data_dir=) pointing at the run's data set."
+        )
+    return dataset
+
+
 def load_run(
     workdir: str,
     checkpoint: str | int = "latest",
@@ -307,24 +352,41 @@ def load_run(
 
     Only the step, the parameters and the BatchNorm statistics are read (not the
     optimizer state), so any checkpoint of the same model loads whatever else the train
-    state holds. ``data_dir`` replaces the run's ``data_dir`` (when the data moved);
-    ``config``, if given, is used instead of reading ``config.json`` again.
+    state holds. The class names and normalization come from ``inference.json``, so no
+    data set is read until ``run.dataset`` is used; ``data_dir`` replaces the run's
+    ``data_dir`` for that (when the data moved). ``config``, if given, is used instead of
+    reading ``config.json`` again.
     """
     import jax
     import orbax.checkpoint as ocp
 
-    from cifar_jax import data, experiment, models
+    from cifar_jax import experiment, models
     from cifar_jax.data import pipeline
 
     workdir = require_workdir(workdir)
     config = read_config(workdir) if config is None else config
+    checkpoint = parse_checkpoint(checkpoint)
     folder, step = find_checkpoint(workdir, checkpoint)  # before the (slower) data loading
     if data_dir:
         config.data_dir = data_dir
-    dataset = data.load_dataset(config)
-    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
-    # The run's model, abstract state (the restore target) and eval step, without training data.
-    exp = experiment.build_abstract(config, dataset.num_classes, mean=mean, std=std)
+    spec = inference.read_spec(workdir)
+    dataset = None
+    if spec is None:
+        logging.warning(
+            "%s has no %s (the run predates it): reading the data set for the class names "
+            "and normalization, as before. Run python -m cifar_jax.evaluate on it once where "
+            "the data is to write the file; the run then needs no data to predict.",
+            workdir,
+            inference.SPEC_FILE,
+        )
+        dataset = load_data(config, None)
+        mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
+        spec = inference.InferenceSpec.of_run(
+            config, dataset.class_names, mean, std, dataset.source
+        )
+    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    # The run's model, abstract state (the restore target) and eval step, without data.
+    exp = experiment.build_abstract(config, spec.num_classes, mean=mean, std=std)
     model, mesh = exp.model, exp.mesh
     run = LoadedRun(
         workdir=workdir,
@@ -334,12 +396,13 @@ def load_run(
         step=step,
         checkpoint=checkpoint if isinstance(checkpoint, str) else f"step {checkpoint}",
         checkpoint_path=os.path.join(ckpt.checkpoint_dir(workdir, folder), str(step)),
-        dataset=dataset,
+        spec=spec,
         mean=mean,
         std=std,
         mesh=mesh,
         results=read_results(workdir),
         eval_step=exp.eval_step,
+        _dataset=dataset,
     )
     target = {
         "params": exp.state.params,
@@ -415,6 +478,17 @@ def load_run(
     return run
 
 
+def write_missing_spec(run: LoadedRun) -> str | None:
+    """Writes ``inference.json`` for a run made before runs wrote one (its spec was built
+    from the data set at load), so it needs no data from then on; the path, or None if
+    the run has one already. Only process 0 writes."""
+    import jax
+
+    if jax.process_index() != 0 or os.path.exists(inference.spec_path(run.workdir)):
+        return None
+    return inference.write_spec(run.workdir, run.spec)
+
+
 # ------------------------------------------------------------------ predictions
 
 
@@ -452,6 +526,7 @@ __all__ = [
     "LoadedRun",
     "config_from_dict",
     "find_checkpoint",
+    "load_data",
     "load_run",
     "parse_checkpoint",
     "predict_probs",
@@ -460,4 +535,5 @@ __all__ = [
     "read_results",
     "require_workdir",
     "small_batch_size",
+    "write_missing_spec",
 ]

@@ -27,6 +27,7 @@ from cifar_jax import (
     config_base,
     data,
     experiment,
+    inference,
     metrics,
     optim,
     preemption,
@@ -306,6 +307,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if is_main:
         with workdir_lib.write_errors("config.json", workdir):
             workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+        # What classifying an image needs besides the weights: the workdir works without
+        # the data set from here on (predict, export, the Python API).
+        spec = inference.InferenceSpec.of_run(
+            config, dataset.class_names, exp.mean, exp.std, dataset.source
+        )
+        inference.write_spec(workdir, spec)
 
     # Compile ahead of time so compile time is measured apart from training.
     compile_start = time.perf_counter()

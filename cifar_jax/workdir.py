@@ -103,6 +103,19 @@ def write_json_atomic(path: str, obj: Any) -> None:
         raise
 
 
+def read_json_object(path: str, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``; a CifarJaxError naming the file and ``fix`` (what to do)
+    if it cannot be read or is not an object."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CifarJaxError(f"cannot read {path}: {e}. {fix}") from e
+    if not isinstance(values, dict):
+        raise CifarJaxError(f"{path} does not hold a JSON object. {fix}")
+    return values
+
+
 # ------------------------------------------------------------------ one writer per workdir
 
 LOCK_NAME = ".cifar_jax.lock"

@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHIMS = {  # python -m cifar_jax.<shim> -> (module, entry point)
     **{
         name: (f"cifar_jax.commands.{name}", "run")
-        for name in ("main evaluate report compare predict summary sweep analyze reproduce".split())
+        for name in (
+            "main evaluate report compare predict summary sweep analyze reproduce export".split()
+        )
     },
     **{name: (f"cifar_jax.perf.{name}", "main") for name in ("bench", "bench_ops", "bench_levers")},
 }

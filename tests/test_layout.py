@@ -1,6 +1,7 @@
 """The package's rooms keep their doors: the architecture (cifar_jax/models/) reaches the
 CPU kernels only through ``models/layers.py``, and training code (train.py, steps.py,
-models/) imports nothing from the command-line or benchmark rooms (commands/, perf/)."""
+models/) and the Python API (runs.py, inference.py) import nothing from the command-line
+or benchmark rooms (commands/, perf/)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ RULES = [
     ("cifar_jax.train", "cifar_jax.perf"),
     ("cifar_jax.steps", "cifar_jax.commands"),
     ("cifar_jax.steps", "cifar_jax.perf"),
+    # The run loader and the exported function are the Python API: no command under them.
+    ("cifar_jax.runs", "cifar_jax.commands"),
+    ("cifar_jax.inference", "cifar_jax.commands"),
 ]
 
 
@@ -111,6 +115,7 @@ def test_layers_is_the_models_door_to_the_kernels():
         ("cifar_jax.train", "from cifar_jax.perf.bench import JaxSide\n"),
         ("cifar_jax.steps", "from .commands import analyze\n"),
         ("cifar_jax.steps", "from cifar_jax import perf\n"),
+        ("cifar_jax.inference", "from cifar_jax.commands.summary import PLATFORMS\n"),
     ],
 )
 def test_an_added_forbidden_import_is_caught(module, source):
@@ -135,7 +140,8 @@ def test_allowed_imports_pass(module, source):
 def unwrapped_model_jits(source: str) -> list[str]:
     """Names of functions that call ``<something>.apply(`` (run a model) and are passed
     straight to ``jax.jit`` in ``source``, not through ``traced_on`` (which picks the
-    kernels per lowering platform and sets the batch mesh of the oneDNN convs)."""
+    kernels per lowering platform and sets the batch mesh of the oneDNN convs) or, for
+    an exported program, ``traced_portable`` (plain XLA ops on every platform)."""
     tree = ast.parse(source)
     applies = {
         node.name
@@ -165,7 +171,8 @@ def test_every_jitted_model_step_goes_through_traced_on():
     }
     assert not bad, (
         f"jitted model steps without parallel.traced_on: {bad}. Fix: "
-        "jax.jit(parallel.traced_on(mesh, step), ...)"
+        "jax.jit(parallel.traced_on(mesh, step), ...), or parallel.traced_portable(step) "
+        "for an exported program"
     )
 
 
@@ -173,4 +180,5 @@ def test_an_unwrapped_model_jit_is_caught():
     step = "def step(v, x):\n    return model.apply(v, x)\n"
     assert unwrapped_model_jits(step + "f = jax.jit(step)\n") == ["step"]
     assert unwrapped_model_jits(step + "f = jax.jit(parallel.traced_on(mesh, step))\n") == []
+    assert unwrapped_model_jits(step + "f = jax.jit(parallel.traced_portable(step))\n") == []
     assert unwrapped_model_jits("def g(x):\n    return x\nf = jax.jit(g)\n") == []

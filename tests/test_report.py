@@ -36,6 +36,21 @@ def test_report_writes_every_figure_and_the_page(workdir, tmp_path):
     assert "accuracy with TTA flip" in page
 
 
+def test_report_writes_the_model_card_into_the_workdir(workdir, tmp_path):
+    run = runs.load_run(str(workdir))
+    report.write_report(run, str(tmp_path / "rep"), num_examples=4)
+    card = (workdir / report.MODEL_CARD).read_text()
+    results = json.loads((workdir / "results.json").read_text())
+    for heading in ("## Data", "## Recipe", "## Parameters", "## Test metrics (100 images)",
+                    "## Intended use", "## Known limits", "## Using it"):  # fmt: skip
+        assert heading in card, heading
+    assert "62,006 trainable" in card and f"state_sha256 `{run.state_sha256()}`" in card
+    assert f"| {100 * results['test_accuracy']:.2f}% |" in card  # the run's own test numbers
+    assert f"commit {results['commit']}" in card  # the commit that trained it
+    assert "Calibration: expected calibration error" in card
+    assert "class_0, class_1" in card and "adam, learning rate 0.003" in card
+
+
 def test_first_layer_kernel_is_the_first_conv(workdir):
     run = runs.load_run(str(workdir))
     path, kernel = report.first_layer_kernel(run)

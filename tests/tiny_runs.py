@@ -57,6 +57,64 @@ def trained(tmp_path_factory, name: str = "lenet") -> Path:
     return _CACHE[name]
 
 
+# Tiny runs on real CIFAR-10 (the export and Python API tests): one with BatchNorm, one
+# with dropout (conv and fc) and no BatchNorm.
+REAL_RUNS = {
+    "real_bn": dict(model="c100_bn", widths=(8, 16), head_widths=(16,)),
+    "real_dropout": dict(
+        model="cnn_bn_dropout", widths=(8, 8, 16), head_widths=(16,), batch_norm=False,
+        conv_dropout_rate=0.3, dropout_rate=0.5,
+    ),
+}  # fmt: skip
+
+
+def link_cifar10(real_data_root: Path, folder: Path) -> Path:
+    """``folder`` holding ``cifar-10-batches-bin`` with links to one training batch, the
+    test batch and the class names of the real CIFAR-10 (``allow_partial_train_files``):
+    a data dir a test can delete without touching the real data."""
+    source = real_data_root / "cifar10" / "cifar-10-batches-bin"
+    target = folder / "cifar-10-batches-bin"
+    target.mkdir(parents=True)
+    for name in ("data_batch_1.bin", "test_batch.bin", "batches.meta.txt"):
+        (target / name).symlink_to(source / name)
+    return folder
+
+
+def real_config(data_dir: Path, **overrides):
+    """16 steps of a tiny model on 512 real CIFAR-10 training images (64 held out)."""
+    config = config_base.base_config()
+    config.update(
+        dict(
+            data_source="files",
+            data_dir=str(data_dir),
+            allow_partial_train_files=True,
+            max_train_examples=512,
+            val_examples=64,
+            batch_size=32,
+            eval_batch_size=500,
+            num_train_steps=16,  # past the first epoch (14 steps): a best checkpoint too
+            checkpoint_every_steps=8,
+            log_every_steps=8,
+            optimizer="adam",
+            learning_rate=3e-3,
+        )
+    )
+    config.update(overrides)
+    return config
+
+
+def trained_real(tmp_path_factory, real_data_root: Path, name: str) -> Path:
+    """The workdir of a finished tiny run on real CIFAR-10 (a name of ``REAL_RUNS``); its
+    data dir is ``<workdir>/../data`` (links, see :func:`link_cifar10`)."""
+    if name not in _CACHE:
+        root = tmp_path_factory.mktemp(name)
+        data_dir = link_cifar10(real_data_root, root / "data")
+        workdir = root / "run"
+        train.train_and_evaluate(real_config(data_dir, **REAL_RUNS[name]), str(workdir))
+        _CACHE[name] = workdir
+    return _CACHE[name]
+
+
 def run_command(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:

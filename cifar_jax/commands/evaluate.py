@@ -182,6 +182,7 @@ def run() -> None:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
         with cli.user_errors():
             run_ = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
+            runs.write_missing_spec(run_)  # a run made before inference.json: now it has one
             result = evaluate_run(run_, tta_mode.value, split.value)
             import jax
 

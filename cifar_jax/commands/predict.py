@@ -8,8 +8,10 @@ resized as a whole to 32x32 (bicubic, antialiased; the aspect ratio is not kept,
 the object first for best results); a 32x32 RGB image is used pixel for pixel. The
 images then go through exactly the evaluation path of ``cifar_jax.commands.evaluate`` (same
 normalization, same jitted and sharded step), so a test image saved as PNG gets the
-probabilities ``evaluate`` computes for it. The run's data set is read for its class
-names and normalization statistics (``--data_dir`` if it moved).
+probabilities ``evaluate`` computes for it. No data set is read: the class names and
+normalization come from the run's ``inference.json`` (runs made before it existed read
+their data set, ``--data_dir`` if it moved). ``run.predict`` of the Python API
+(``cifar_jax.load_run``) is the same path.
 
 Prints the ``top_k`` classes with their probabilities per image, or with ``--json`` one
 JSON object: ``{"workdir", "checkpoint", "step", "tta", "predictions": [{"image",
@@ -19,55 +21,32 @@ JSON object: ``{"workdir", "checkpoint", "step", "tta", "predictions": [{"image"
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from cifar_jax import runs, tta
+from cifar_jax import inference, runs, tta
 from cifar_jax.errors import CifarJaxError, ConfigError
 
-IMAGE_SIZE = 32
-
-
-def load_image(path: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(uint8 (32, 32, 3) RGB array, original (width, height))`` of an image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise CifarJaxError(f"image {path} does not exist; pass paths of image files.")
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            return np.asarray(image, np.uint8).copy(), size
-    except (UnidentifiedImageError, OSError) as e:
-        raise CifarJaxError(
-            f"cannot read image {path}: {e}. Pass a PNG, JPEG or other image Pillow can read."
-        ) from e
+IMAGE_SIZE = inference.IMAGE_SHAPE[0]
+load_image = inference.load_image  # the one reader, shared with the Python API
 
 
 def predict_images(
     run: runs.LoadedRun, paths: Sequence[str], top_k: int = 5, mode: str = "none"
 ) -> dict[str, Any]:
     """Top-k classes of each image (see the module docstring for the structure)."""
-    from cifar_jax.data import ArraySplit
-
     if not paths:
         raise CifarJaxError("no images given; pass one or more image paths after the flags.")
     if top_k < 1:
         raise ConfigError(f"--top_k={top_k} must be >= 1.")
     top_k = min(top_k, run.num_classes)
     loaded = [load_image(p) for p in paths]
-    images = np.stack([image for image, _ in loaded])
-    split = ArraySplit(images=images, labels=np.zeros(len(images), np.int32))
-    probs = runs.predict_probs(run, split, mode, runs.small_batch_size(run, len(images)))
+    result = run.predict(np.stack([image for image, _ in loaded]), tta=mode)
     out = []
-    for path, (_, size), p in zip(paths, loaded, probs, strict=True):
+    for path, (_, size), p in zip(paths, loaded, result.probs, strict=True):
         order = np.argsort(-p, kind="stable")[:top_k]
         out.append(
             {

@@ -17,6 +17,10 @@ Writes into ``<workdir>/report/`` (or ``--out``):
 ``filters.png``             first-layer convolution filters (report 001)
 ==========================  =========================================================
 
+and ``MODEL_CARD.md`` into the workdir itself (data, recipe, parameters, test metrics
+with the commit and machine, intended use, known limits such as calibration), so an
+exported model travels with its facts.
+
 The test predictions come from ``eval/predictions_test_none.npz`` when it holds these
 exact weights (written by ``cifar_jax.commands.evaluate``), otherwise they are computed (and
 saved there).
@@ -30,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import classification, runs
+from cifar_jax import classification, inference, runs
 
 FIGURES = (
     "curves.png",
@@ -166,6 +170,123 @@ def _run_facts(run: runs.LoadedRun) -> list[str]:
     return lines
 
 
+MODEL_CARD = "MODEL_CARD.md"
+# Augmentation fields a model card names when they are on: (field, shown when != this).
+_AUGMENTATIONS = (
+    ("random_crop_padding", 0), ("random_flip", False), ("autoaugment", "none"),
+    ("color_jitter_brightness", 0.0), ("color_jitter_contrast", 0.0),
+    ("color_jitter_saturation", 0.0), ("color_jitter_hue", 0.0), ("random_rotation", 0.0),
+    ("random_erasing_prob", 0.0), ("cutout_size", 0), ("mixup_alpha", 0.0),
+    ("cutmix_alpha", 0.0),
+)  # fmt: skip
+
+
+def _augmentation(c: Any) -> str:
+    on = [f"{k}={c[k]}" for k, off in _AUGMENTATIONS if k in c and c[k] != off]
+    if c.get("random_crop_padding", 0):
+        on.append(f"crop_padding_mode={c.crop_padding_mode}")
+    if c.get("random_flip", False):
+        on.append(f"flip_mode={c.flip_mode}")
+    return ", ".join(on) or "none"
+
+
+def model_card(run: runs.LoadedRun, m: dict[str, Any]) -> str:
+    """``MODEL_CARD.md``: what the model is, what it was trained on and how, how well it
+    does on the test split and where it falls short; ``m`` = the test metrics
+    (:func:`classification.summarize`)."""
+    from cifar_jax import models, runtime
+
+    c, r, spec = run.config, run.results or {}, run.spec
+    subset = f", the first {spec.class_subset} classes" if spec.class_subset else ""
+    labels = f" ({spec.label_type} labels)" if spec.dataset == "cifar100" else ""
+    per_class = classification.per_class_accuracy(np.asarray(m["confusion_matrix"]))
+    worst, best = int(np.argmin(per_class)), int(np.argmax(per_class))
+    ece, wrong_conf = m["ece"], m["mean_confidence_wrong"]
+    trained = (
+        f"{r.get('epochs', 0):g} epochs ({r.get('steps')} steps), seed {r.get('seed')}, "
+        f"{r.get('train_seconds', 0):.0f} s on {r.get('num_devices')} x "
+        f"{r.get('device_kind', r.get('platform'))} ({r.get('cpu', 'cpu unknown')}), "
+        f"commit {r.get('commit', 'unknown')}"
+        if r
+        else "unfinished run (no results.json)"
+    )
+    lines = [
+        f"# Model card: {run.name}",
+        "",
+        f"`{c.model}` ({models.model_description(c.model)}), trained with cifar_jax to "
+        f"sort 32x32 RGB images into the {run.num_classes} classes of {spec.dataset}"
+        f"{labels}{subset}: {', '.join(run.class_names)}.",
+        "",
+        "## Data",
+        "",
+        f"- Trained on {len(run.dataset.train):,} images (and "
+        f"{len(run.dataset.val) if run.dataset.val is not None else 0:,} held out for "
+        f"validation) of {spec.data_source}; tested on the {len(run.dataset.test):,} "
+        "images of its test split.",
+        f"- Input: uint8 RGB pixels, 32x32; normalized inside the model as "
+        f"`(x / 255 - mean) / std` with mean {[round(x, 4) for x in spec.mean]}, std "
+        f"{[round(x, 4) for x in spec.std]} ({spec.normalization}).",
+        "",
+        "## Recipe",
+        "",
+        f"- {c.optimizer}, learning rate {c.learning_rate:g} ({c.schedule} schedule), batch "
+        f"{c.batch_size}, weight decay {c.weight_decay:g}, loss {c.loss}"
+        + (f" (label smoothing {c.label_smoothing:g})" if c.label_smoothing else "")
+        + ".",
+        f"- Augmentation: {_augmentation(c)}.",
+        f"- Trained: {trained}.",
+        f"- Every field: `config.json` (also in `{inference.SPEC_FILE}`).",
+        "",
+        "## Parameters",
+        "",
+        f"- {run.trainable_params:,} trainable; checkpoint {run.checkpoint} (step {run.step}), "
+        f"state_sha256 `{run.state_sha256()}`"
+        + ("; bfloat16 compute (half_precision)" if c.get("half_precision", False) else "")
+        + ".",
+        "",
+        f"## Test metrics ({m['num_examples']:,} images)",
+        "",
+        "| accuracy | loss | top-5 accuracy | ECE (15 bins) | macro F1 |",
+        "|---|---|---|---|---|",
+        f"| {_pct(m['accuracy'])} | {m['loss']:.4f} | "
+        f"{_pct(m['top_k_accuracy'].get('5', m['accuracy']))} | {ece:.4f} | "
+        f"{m['macro']['f1']:.4f} |",
+        "",
+        f"Measured by `python -m cifar_jax.report` at commit {runtime.git_commit()} on "
+        f"{runtime.cpu_description()} ({run.mesh.devices.size} x "
+        f"{run.mesh.devices.flat[0].device_kind}).",
+        "",
+        "## Intended use",
+        "",
+        f"Research and teaching: classifying small photos of the {run.num_classes} classes "
+        "above, and comparing training recipes. Not for decisions about people, nor for "
+        "anything where a wrong label causes harm.",
+        "",
+        "## Known limits",
+        "",
+        "- Every image gets one of these classes, including images of none of them: there "
+        "is no 'unknown' answer.",
+        f"- Calibration: expected calibration error {ece:.4f} on the test split; wrong "
+        f"predictions still get a mean confidence of {_pct(wrong_conf)}. Treat the "
+        "probabilities as scores, not frequencies, unless the ECE above is small.",
+        f"- Accuracy differs by class: worst {run.class_names[worst]} "
+        f"{_pct(per_class[worst])}, best {run.class_names[best]} {_pct(per_class[best])}.",
+        "- Measured on CIFAR's own test split only: photos from other sources (cameras, "
+        "sizes, framings) will score lower. Larger images are resized to 32x32 whole "
+        "(aspect ratio not kept).",
+        "",
+        "## Using it",
+        "",
+        f"- Python: `cifar_jax.load_run({run.workdir!r}).predict(images)` (uint8 "
+        "(N, 32, 32, 3) arrays or image paths).",
+        f"- Elsewhere: `python -m cifar_jax.export --workdir={run.workdir} --format=onnx "
+        "--out=model.onnx` (or `--format=stablehlo`); `model.onnx.json` beside it says "
+        "what goes in and comes out. No data set is needed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def write_report(
     run: runs.LoadedRun,
     out_dir: str | None = None,
@@ -257,6 +378,8 @@ def write_report(
     path = out("report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
+    with open(os.path.join(run.workdir, MODEL_CARD), "w", encoding="utf-8") as f:
+        f.write(model_card(run, m))
     return path
 
 
@@ -282,11 +405,14 @@ def run() -> None:
 
             from cifar_jax.commands import evaluate
 
+            runs.write_missing_spec(loaded)
+
             # Every process takes part in the (sharded) evaluation; process 0 draws.
             predictions = evaluate.predictions(loaded, "test", "none")
             if jax.process_index() == 0:
                 path = write_report(loaded, out.value, num_examples.value, seed.value, predictions)
-                print(f"Wrote {path} and its figures.")
+                card = os.path.join(loaded.workdir, MODEL_CARD)
+                print(f"Wrote {path} and its figures, and {card}.")
 
     app.run(main, flags_parser=cli.parse_flags)
 

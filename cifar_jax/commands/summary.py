@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from absl import flags
 
 from cifar_jax.errors import CifarJaxError, ConfigError
+from cifar_jax.kernels import lowering
 from cifar_jax.models import build_model, count_trainable_params, model_description
 
 INPUT_SHAPE = (1, 32, 32, 3)
@@ -136,7 +137,7 @@ def summarize(config: Any) -> str:
     return "\n".join(out)
 
 
-PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+PLATFORMS = lowering.PLATFORMS
 _CUSTOM_CALL = re.compile(r'stablehlo\.custom_call @([\w.]+)|call_target_name = "([^"]+)"')
 _OP = re.compile(r'^\s*(?:%[^=]+= )?"?(?:stablehlo|chlo|sdy|mhlo)\.', re.M)
 

@@ -131,9 +131,12 @@ def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
     window form because XLA:CPU runs select-and-scatter as a scatter. Elsewhere (GPU/TPU)
     the window form, unchanged, unless ``deterministic``: select-and-scatter has no
     deterministic GPU kernel (google/flax#4233), while the index form's gradient is
-    plain selects.
+    plain selects. In an exported program (:func:`lowering.portable_on`) the index
+    form too: it is strided slices and selects, which every runtime and converter maps
+    exactly.
     """
-    if deterministic or (lowering.cpu_kernels_on() and levers.current().cpu_pool):
+    portable = lowering.portable_on()
+    if deterministic or portable or (lowering.cpu_kernels_on() and levers.current().cpu_pool):
         return max_pool2x2_index(x)
     return max_pool2x2_window(x)
 

@@ -1,0 +1,79 @@
+"""Export a trained run's model as one file other programs run: StableHLO or ONNX.
+
+    python -m cifar_jax.export --workdir=runs/lenet --format=stablehlo --out=lenet.jax
+        [--platforms=cpu,cuda] [--checkpoint=latest|best|STEP] [--nocheck]
+    python -m cifar_jax.export --workdir=runs/lenet --format=onnx --out=lenet.onnx
+
+Both files hold the same function: uint8 RGB images ``(N, 32, 32, 3)`` in, float32
+softmax probabilities ``(N, num_classes)`` out, the run's normalization inside, any
+batch size (:mod:`cifar_jax.inference`). ``stablehlo`` is a ``jax.export``
+serialization for ``--platforms`` that ``jax.export.deserialize`` loads without
+cifar_jax; ``onnx`` is converted by jax2onnx (``pip install -e '.[export]'``) for
+onnxruntime or any ONNX runtime. Beside the file, ``<out>.json`` names the class names,
+the input and output, the checkpoint and its ``state_sha256``. No data set is needed.
+
+Unless ``--nocheck``, the written file is run here on 8 seeded random images and
+compared with the package's own probabilities (``run.predict``); a difference over
+1e-4 (2e-2 for bfloat16 runs) is an error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from cifar_jax import inference
+from cifar_jax.errors import CifarJaxError
+
+
+def run() -> None:
+    """Command-line entry point (flags defined here, not at import)."""
+    from absl import app, flags
+
+    from cifar_jax.commands import cli
+
+    workdir, checkpoint, data_dir = cli.define_run_flags("Checkpoint to export")
+    fmt = flags.DEFINE_string("format", None, f"One of {', '.join(inference.FORMATS)}.")
+    out = flags.DEFINE_string("out", None, "The file to write (and <out>.json beside it).")
+    platforms = flags.DEFINE_list(
+        "platforms", list(inference.PLATFORMS), "stablehlo: the platforms the file runs on."
+    )
+    check = flags.DEFINE_bool(
+        "check", True, "Run the written file on 8 random images against the package."
+    )
+    flags.mark_flags_as_required(["format", "out"])
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        with cli.user_errors():
+            inference.check_format(fmt.value)  # before loading the run
+            loaded = cli.load_workdir_run(workdir.value, checkpoint.value, data_dir.value)
+            import jax
+
+            if jax.process_count() > 1:
+                raise CifarJaxError(
+                    "export runs in one process (the file is written once, for any number "
+                    "of devices): run python -m cifar_jax.export without launch.sh."
+                )
+            path, facts = inference.export(loaded, fmt.value, out.value, platforms.value)
+            print(
+                f"Wrote {path} ({fmt.value}; {loaded.config.model}, checkpoint "
+                f"{loaded.checkpoint}, step {loaded.step}) and {facts}."
+            )
+            here = jax.export.default_export_platform()  # "cuda" on NVIDIA GPUs, not "gpu"
+            if check.value and fmt.value == "stablehlo" and here not in platforms.value:
+                print(f"Not checked: the file is for {platforms.value}, this machine runs {here}.")
+            elif check.value:
+                images = inference.check_images()
+                diff = inference.check_export(loaded, path, fmt.value, images)
+                print(
+                    f"Checked: on {len(images)} random images the file's probabilities are "
+                    f"within {diff:.1e} of the package's."
+                )
+
+    app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    run()
+    sys.exit(0)
