@@ -5,6 +5,8 @@
 #     ./launch.sh --nproc 2 -- --config=configs/lenet.py --workdir=runs/lenet
 #   More processes than GPUs is refused: NCCL does not let two ranks share a GPU, and each
 #   process would preallocate 75% of every card. CUDA_VISIBLE_DEVICES limits the GPUs used.
+#   Independent runs sharing one GPU are a sweep's job, not this script's:
+#     python -m cifar_jax.sweep --config=configs/sweeps/X.py --workdir=W --config.parallel_trials=4
 #
 #   One process per host on a cluster, started by your scheduler on every host:
 #     ./launch.sh --coordinator HOST0:12355 --num-processes 4 --process-id "$RANK" -- --config=...
@@ -74,8 +76,9 @@ gpus=${#visible[@]}
 if [[ "$gpus" -gt 0 && "$gpus" -lt "$nproc" ]]; then
   echo "launch.sh: --nproc $nproc but only $gpus GPU(s) here: every process would see every" \
     "GPU and preallocate 75% of its memory, and NCCL does not let two ranks share a GPU." \
-    "Use --nproc $gpus (one process per GPU). For several independent runs on one GPU, start" \
-    "them with XLA_PYTHON_CLIENT_PREALLOCATE=false instead." >&2
+    "Use --nproc $gpus (one process per GPU). For several independent runs on one GPU, run" \
+    "them as a sweep with --config.parallel_trials=N (each gets 0.9/N of the GPU's memory;" \
+    "docs/gpu.md)." >&2
   exit 2
 fi
 

@@ -370,8 +370,9 @@ def summary(out_dir: str, platform: str, wall: str, budget: str) -> int:
             st["key"] = data_info["kind"] + (
                 f": {data_info['train_examples']:,} train images" if not synthetic else ""
             )
-    if stages.get("tests", {}).get("status") in ("ok", "failed"):
-        stages["tests"]["key"] = _last_line(out, "tests")  # pytest's counts
+    for name in ("tests", "tests_cpu"):
+        if stages.get(name, {}).get("status") in ("ok", "failed"):
+            stages[name]["key"] = _last_line(out, name)  # pytest's counts
     for name, st in stages.items():
         if st["status"] in ("failed", "timeout") and "key" not in st:
             st["key"] = _last_error(out, name)

@@ -19,7 +19,10 @@
 #   bench_f32/bf16  python -m cifar_jax.bench against the PyTorch twins on the same GPU,
 #                 float32 and bf16 (--override=half_precision=true)
 #   airbench94    configs/airbench94.py once (bf16), its time beside airbench's A100 figures
-#   tests         the GPU-relevant tests (pytest)
+#   tests         the GPU-relevant tests (those marked `accelerator`), on the GPU
+#                 (CIFAR_JAX_TEST_PLATFORM=cuda: tests/platforms.py)
+#   tests_cpu     tests that need CPU devices, on this GPU host: the suite forces the CPU
+#                 platform for itself (tests/conftest.py)
 # Then $GPU_CHECK_OUT/summary.json and summary.md; the markdown is printed last, ending
 # with the table of stages. Exit status 1 if a stage failed or timed out.
 #
@@ -37,6 +40,7 @@
 #   GPU_CHECK_STAGES    comma-separated stages to run (default all; the rest are recorded
 #                       as not selected)
 #   GPU_CHECK_TESTS     the pytest arguments of the tests stage
+#   GPU_CHECK_TESTS_CPU the pytest arguments of the tests_cpu stage
 #   GPU_CHECK_COMMIT    the commit, where the copy has no .git
 #   GPU_CHECK_PYTHON    the Python to use (default python3)
 #
@@ -191,6 +195,7 @@ if [ "$PLATFORM" = cpu ]; then
     --override=synthetic_train_examples=2048 --override=synthetic_test_examples=128)
   BENCH_BF16_MODELS=lenet
   TEST_ARGS=(tests/test_runtime.py -k "gpu_run or deterministic_adds")
+  TEST_CPU_ARGS=(tests/test_platforms.py -k "chosen")
 else
   SYN=(--config.synthetic_train_examples=50000 --config.synthetic_test_examples=10000)
   LENET=(--config.num_train_steps=300)
@@ -199,9 +204,18 @@ else
   # shellcheck disable=SC2054  # the commas are --models' own
   BENCH=(--models=lenet,resnet_small,airbench94 --batch_sizes=512 --rounds=3 --seconds=0.3)
   BENCH_BF16_MODELS=resnet_small,airbench94
-  # Unit tests of the GPU set-up, the bf16 step and the CUDA lowering of the three models.
+  # Unit tests of the GPU set-up, the bf16 step, the CUDA lowering of the three models, the
+  # CPU-pinned conv benchmark and the session's platform, with the GPU as JAX's default.
   TEST_ARGS=(tests/test_runtime.py tests/test_half_precision.py tests/test_lowering.py
-    -m "not slow" -k "not every_config or lenet or resnet_small or airbench94")
+    tests/test_bench.py tests/test_platforms.py -m "accelerator and not slow"
+    -k "not every_config or lenet or resnet_small or airbench94")
+  # With the GPU there but not chosen: 8 forced CPU devices (in-process and in
+  # subprocesses), the oneDNN custom call (skipped without the oneDNN wheels).
+  TEST_CPU_ARGS=(tests/test_platforms.py
+    tests/test_materialize.py::test_conv_input_adds_no_communication_on_a_sharded_batch
+    tests/test_onednn.py::test_outside_the_steps_multi_device_meshes_and_the_switch_keep_xla_convs
+    tests/test_onednn.py::test_conv_hook_uses_onednn_on_one_cpu_device
+    tests/test_train.py::test_batch_size_the_devices_cannot_split_is_a_clear_error)
 fi
 if [ "$DATA_KIND" = synthetic ]; then
   DATA=(--config.data_source=synthetic "${SYN[@]}")
@@ -242,12 +256,21 @@ done
 stage bench_bf16 120 "${BENCH_CMD[@]}" "--out=$OUT/bench_bf16" "${BF16[@]}" \
   --override=half_precision=true
 
-# The tests choose their own platform (some force CPU devices). GPU_CHECK_TESTS is split
-# as the shell splits a command line (quotes kept), e.g. 'tests/test_bench.py -k "lenet"'.
+# The suite chooses its own platform (tests/conftest.py sets JAX_PLATFORMS): the CPU unless
+# CIFAR_JAX_TEST_PLATFORM asks for the GPU. GPU_CHECK_TESTS(_CPU) are split as the shell
+# splits a command line (quotes kept), e.g. 'tests/test_bench.py -k "lenet"'.
 if [ -n "${GPU_CHECK_TESTS:-}" ]; then
   eval "TEST_ARGS=($GPU_CHECK_TESTS)"
 fi
-stage tests 120 env -u JAX_PLATFORMS "$PY" -m pytest -q -p no:cacheprovider "${TEST_ARGS[@]}"
+if [ -n "${GPU_CHECK_TESTS_CPU:-}" ]; then
+  eval "TEST_CPU_ARGS=($GPU_CHECK_TESTS_CPU)"
+fi
+TEST_PLATFORM=()
+[ "$PLATFORM" = gpu ] && TEST_PLATFORM=(CIFAR_JAX_TEST_PLATFORM=cuda)
+stage tests 120 env -u JAX_PLATFORMS "${TEST_PLATFORM[@]}" "$PY" -m pytest -q -p no:cacheprovider \
+  "${TEST_ARGS[@]}"
+stage tests_cpu 120 env -u JAX_PLATFORMS -u CIFAR_JAX_TEST_PLATFORM "$PY" -m pytest -q \
+  -p no:cacheprovider "${TEST_CPU_ARGS[@]}"
 
 # --------------------------------------------------------------------------- summary
 

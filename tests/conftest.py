@@ -1,10 +1,76 @@
-"""Shared pytest fixtures (keep generic: each test module owns its own helpers)."""
+"""Shared pytest set-up (keep generic: each test module owns its own helpers).
+
+The session's platform is chosen here, before any test module imports JAX: the CPU,
+also on a machine with a GPU, unless ``CIFAR_JAX_TEST_PLATFORM`` asks for an accelerator
+(``tests/platforms.py`` says why and how).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
+import platforms
 import pytest
+
+try:
+    CHOICE: platforms.Choice | None = platforms.choose(os.environ)
+    CHOICE_ERROR = ""
+except ValueError as e:
+    CHOICE, CHOICE_ERROR = None, str(e)
+
+if CHOICE is not None:
+    # Replaces any inherited value (a GPU host's JAX_PLATFORMS=cuda): JAX reads it when it
+    # is imported, and every subprocess a test starts inherits it from os.environ.
+    os.environ["JAX_PLATFORMS"] = CHOICE.jax_platforms
+    if "jax" in sys.modules:  # imported before this file (by a plugin): tell its config too
+        from cifar_jax import runtime
+
+        if not runtime.backend_started():
+            sys.modules["jax"].config.update("jax_platforms", CHOICE.jax_platforms)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if CHOICE is None:
+        raise pytest.UsageError(CHOICE_ERROR)
+    if not CHOICE.accelerator and "jax" not in sys.modules:
+        return  # JAX will start on the CPU: nothing can have chosen otherwise
+    import jax
+
+    backend = jax.default_backend()
+    if backend == CHOICE.backend_name:
+        return
+    if CHOICE.accelerator:
+        raise pytest.UsageError(
+            f"{platforms.OPT_IN}={os.environ[platforms.OPT_IN]} asks for {CHOICE.platform}, "
+            f"but with JAX_PLATFORMS={CHOICE.jax_platforms} JAX's default backend is "
+            f"{backend} (JAX skips CUDA where no NVIDIA GPU is visible). Install the "
+            f"{CHOICE.platform} plugin on a machine that has the device, or unset "
+            f"{platforms.OPT_IN} to run the suite on the CPU."
+        )
+    raise pytest.UsageError(
+        f"the suite needs the CPU backend, but JAX started on {backend} before "
+        "tests/conftest.py could choose the platform (a pytest plugin imported it). Run "
+        "pytest with JAX_PLATFORMS=cpu, or disable that plugin (-p no:NAME)."
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"test platform: {CHOICE.reason if CHOICE else CHOICE_ERROR}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an accelerator, the tests not marked for it are skipped: they need the CPU."""
+    if CHOICE is None or not CHOICE.accelerator:
+        return
+    skip = pytest.mark.skip(
+        reason=f"needs the CPU platform; this session runs on {CHOICE.platform} "
+        f"({platforms.OPT_IN}): run it without {platforms.OPT_IN}"
+    )
+    for item in items:
+        if item.get_closest_marker(platforms.MARK) is None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -218,11 +218,15 @@ def test_lever_ab_runs_on_a_tiny_model(monkeypatch):
     assert r["ratio"] == pytest.approx(r["on_images_per_second"] / r["off_images_per_second"])
 
 
+@pytest.mark.accelerator
 def test_conv_timing_covers_each_implementation():
+    """On the CPU also where JAX's default is a GPU (scripts/gpu_check.sh runs it there):
+    the oneDNN custom call exists for the CPU only."""
     from cifar_jax.kernels import onednn
     from cifar_jax.perf import bench_ops
 
     r = bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1)
+    assert r["device"] == "cpu"
     assert r["shape"] == dict(n=4, size=8, cin=3, cout=8, k=3, s=1, p=1)
     names = ["xla"] + (["onednn"] if onednn.available() else [])
     for name in names:

@@ -30,6 +30,7 @@ STAGES = [
     "airbench94",
     "bench_bf16",
     "tests",
+    "tests_cpu",
 ]
 
 

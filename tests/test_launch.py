@@ -66,6 +66,7 @@ def test_more_processes_than_gpus_is_refused_with_the_fix(fake_gpus):
     out = launch(fake_gpus(2), "--nproc", "4")
     assert out.returncode == 2 and out.stdout == ""
     assert "--nproc 4 but only 2 GPU(s)" in out.stderr and "Use --nproc 2" in out.stderr
+    assert "--config.parallel_trials=N" in out.stderr  # the way to share one GPU
 
 
 def test_without_gpus_processes_run_on_the_cpu(fake_gpus):

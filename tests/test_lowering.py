@@ -20,6 +20,8 @@ import pytest
 from cifar_jax.commands import summary
 from cifar_jax.kernels import onednn
 
+# Lowering for CUDA and the CPU from either: these also run on a GPU host (gpu_check.sh).
+pytestmark = pytest.mark.accelerator
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))
 

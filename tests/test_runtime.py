@@ -12,6 +12,9 @@ import pytest
 
 from cifar_jax import runtime
 
+# The process set-up of GPU runs: these also run on a GPU host (scripts/gpu_check.sh).
+pytestmark = pytest.mark.accelerator
+
 
 @pytest.fixture
 def xla_flags(monkeypatch):

@@ -119,8 +119,7 @@ def run_command(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """``python -m cifar_jax.<module> args...`` in a subprocess, output captured."""
-    env = {**os.environ, **(env or {})}
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    env = {**os.environ, **(env or {})}  # JAX_PLATFORMS=cpu from tests/conftest.py
     return subprocess.run(
         [sys.executable, "-m", f"cifar_jax.{module}", *args],
         capture_output=True,

@@ -134,6 +134,16 @@ def prepare_process(config: ml_collections.ConfigDict) -> None:
     runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
+def distributed_requested() -> bool:
+    """Whether this process is to join a multi-process run (the flags above, or the
+    environment launch.sh and clusters set; see runtime.initialize_distributed)."""
+    return bool(
+        _COORDINATOR.value
+        or os.environ.get("CIFAR_JAX_COORDINATOR")
+        or os.environ.get("CIFAR_JAX_DISTRIBUTED") == "auto"
+    )
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turns CifarJaxError into a clean message and exit status 1 (traceback with --debug)."""

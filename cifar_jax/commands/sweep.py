@@ -12,19 +12,30 @@ redone; an interrupted run resumes from its checkpoint; a run that fails is reco
 (``error.txt``) and reported as failed while the others still run. Because every run is
 seeded, rerunning a sweep reproduces its numbers exactly.
 
+``--config.parallel_trials=N`` trains up to N trials at once instead, each in its own
+process (``--trial=K``, with its output in ``<run dir>/trial.log``): small trials that
+leave a GPU mostly idle then share it, each with ``XLA_CLIENT_MEM_FRACTION`` = 0.9/N of
+its memory (each JAX process would otherwise preallocate 75% of the card). On a CPU run
+it is allowed, with a note: the processes share the cores.
+
 Outputs: ``<workdir>/summary.md`` (variant, mean ± std of test accuracy and loss, params,
 train time), ``summary.json`` and ``summary.png`` (bars with error bars).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import numbers
 import os
 import shlex
+import subprocess
 import sys
+import time
 import traceback
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 import ml_collections
 from absl import app, flags
@@ -45,6 +56,8 @@ SWEEP_FIELDS = {
     "seeds": "tuple of seeds; every variant runs once per seed",
     "budget": "fraction of each variant's epochs to train (1.0 = the full recipe)",
     "data_fraction": "fraction of each variant's training images to use (1.0 = all)",
+    "parallel_trials": "trials trained at once, each in its own process (1 = one after "
+    "another); each gets XLA_CLIENT_MEM_FRACTION = 0.9/N of a GPU's memory",
 }
 
 
@@ -70,7 +83,19 @@ def sweep_config(
     c.seeds = tuple(seeds)
     c.budget = 1.0
     c.data_fraction = 1.0
+    c.parallel_trials = 1
     return c
+
+
+def parallel_trials(sweep: ml_collections.ConfigDict) -> int:
+    """``sweep.parallel_trials``, checked: a whole number >= 1."""
+    n = sweep.get("parallel_trials", 1)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ConfigError(
+            f"parallel_trials={n!r}: give a whole number >= 1, the trials trained at once "
+            "(1 = one after another), e.g. --config.parallel_trials=4."
+        )
+    return int(n)
 
 
 load_config_file = config_base.load_config_file  # base_config paths resolve as --config= does
@@ -292,17 +317,19 @@ def run_sweep(
     workdir: str,
     trial: int | None = None,
     train_runs: bool = True,
+    argv: list[str] | None = None,
 ) -> dict | None:
     """Runs (or finishes) every variant x seed and writes the summary files.
 
     ``trial=K`` trains trial K alone and writes no summary (a scheduler's job array runs
     the trials on many machines; each holds only its run's folder). ``train_runs=False``
-    only collects the finished runs into the summary (``--summarize``).
+    only collects the finished runs into the summary (``--summarize``). With
+    ``sweep.parallel_trials`` > 1 the trials run as ``--trial=K`` processes of the
+    sweep's own command line, ``argv`` (``sys.argv`` of the command).
     """
     workdir = workdir_lib.prepare(workdir)
     plan = plan_runs(sweep)
-    from cifar_jax import train  # after the XLA flags are set
-
+    n_parallel = parallel_trials(sweep)
     if trial is not None:
         if not 0 <= trial < len(plan):
             raise ConfigError(
@@ -311,27 +338,216 @@ def run_sweep(
         variant, seed, config = plan[trial]
         directory = run_dir(workdir, variant, seed)
         print(f"[trial {trial} of {len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
+        memory = [f"{k}={os.environ[k]}" for k in MEMORY_ENV if k in os.environ]
+        if memory:  # what a parallel sweep gave this trial (JAX reads them at start)
+            print(f"  device memory: {' '.join(memory)}", flush=True)
         outcome = run_one(config, directory)
         if outcome["status"] != "done":
             raise TrainingError(f"trial {trial} failed: {outcome['error']}")
         return None
-    outcomes: dict[str, list[dict]] = {v: [] for v in sweep.variants}
-    with train.hold_workdir(workdir, what="sweep"):  # one sweep per workdir
-        for i, (variant, seed, config) in enumerate(plan, 1):
-            directory = run_dir(workdir, variant, seed)
-            if train_runs:
-                print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
-                outcomes[variant].append(run_one(config, directory))
-            else:
-                outcomes[variant].append(collect(directory))
-        summary = summarize(sweep, outcomes)
-        summary["machine"] = runtime.machine_info()  # which CPU/GPU, jax and commit made it
-        workdir_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-        with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
-            f.write(to_markdown(summary))
-        plot(summary, os.path.join(workdir, "summary.png"))
+    if train_runs and n_parallel > 1:
+        if argv is None:
+            raise ConfigError(
+                "parallel_trials > 1 starts each trial as the sweep's own command with "
+                "--trial=K, so run_sweep needs that command line: pass argv=sys.argv (as "
+                "python -m cifar_jax.sweep does), or set parallel_trials=1."
+            )
+        # No JAX in this process until the summary: it would take a GPU's memory.
+        with workdir_lib.WorkdirLock(workdir, what="sweep") as lock:
+            if lock.warning:
+                print(lock.warning, flush=True)
+            outcomes = run_parallel(sweep, workdir, plan, n_parallel, argv)
+            summary = _write_summary(sweep, workdir, outcomes)
+    else:
+        from cifar_jax import train  # after the XLA flags are set
+
+        outcomes = {v: [] for v in sweep.variants}
+        with train.hold_workdir(workdir, what="sweep"):  # one sweep per workdir
+            for i, (variant, seed, config) in enumerate(plan, 1):
+                directory = run_dir(workdir, variant, seed)
+                if train_runs:
+                    print(f"[{i}/{len(plan)}] {variant}, seed {seed} -> {directory}", flush=True)
+                    outcomes[variant].append(run_one(config, directory))
+                else:
+                    outcomes[variant].append(collect(directory))
+            summary = _write_summary(sweep, workdir, outcomes)
     print(to_markdown(summary), flush=True)
     return summary
+
+
+def _write_summary(
+    sweep: ml_collections.ConfigDict, workdir: str, outcomes: dict[str, list[dict]]
+) -> dict:
+    """summary.json, summary.md and summary.png of the runs' outcomes (either path)."""
+    summary = summarize(sweep, outcomes)
+    summary["machine"] = runtime.machine_info()  # which CPU/GPU, jax and commit made it
+    workdir_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(to_markdown(summary))
+    plot(summary, os.path.join(workdir, "summary.png"))
+    return summary
+
+
+# Of a GPU's memory, the share the parallel trials split between them; the rest is left
+# for each process's CUDA context and cuDNN/cuBLAS workspaces outside JAX's pool.
+MEMORY_SHARE = 0.9
+# JAX's device-memory settings (jaxlib's xla_client reads them when the backend starts).
+# XLA_PYTHON_CLIENT_MEM_FRACTION is the deprecated name of XLA_CLIENT_MEM_FRACTION: jaxlib
+# refuses both at once, so a fraction the user set under either name is kept.
+MEMORY_ENV = (
+    "XLA_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+)
+TRIAL_LOG = "trial.log"
+POLL_SECONDS = 0.2
+
+
+def trial_env(concurrent: int, environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The environment of a parallel trial's process, and what it sets, for the log.
+
+    Each of ``concurrent`` trials preallocates ``MEMORY_SHARE / concurrent`` of the GPU's
+    memory (``XLA_CLIENT_MEM_FRACTION``), so together they fit where each alone would take
+    75% of the card. Preallocation stays on: a trial's share is fixed and reserved when it
+    starts (no fragmentation, no trial starved by another one later in the run), and a
+    card too small for N shows at once. A fraction already in ``environ`` is kept.
+    """
+    env = dict(environ)
+    env["PYTHONUNBUFFERED"] = "1"  # trial.log shows progress as it happens
+    given = [k for k in MEMORY_ENV[:2] if environ.get(k)]
+    if given:
+        return env, f"{given[0]}={environ[given[0]]} from the environment, kept"
+    env["XLA_CLIENT_MEM_FRACTION"] = f"{MEMORY_SHARE / concurrent:.3f}"
+    return env, (
+        f"each preallocates XLA_CLIENT_MEM_FRACTION={env['XLA_CLIENT_MEM_FRACTION']} "
+        "of a GPU's memory"
+    )
+
+
+def trial_args(argv: list[str], k: int) -> list[str]:
+    """The arguments of trial K's command: the sweep's own (``argv[1:]``, without
+    ``--list``) and ``--trial=K``."""
+    return [*(a for a in argv[1:] if a not in ("--list", "--nolist")), f"--trial={k}"]
+
+
+def run_parallel(
+    sweep: ml_collections.ConfigDict,
+    workdir: str,
+    plan: list[tuple[str, int, Any]],
+    n: int,
+    argv: list[str],
+) -> dict[str, list[dict]]:
+    """Trains the unfinished trials of ``plan``, up to ``n`` at once, each as
+    ``python -m cifar_jax.sweep <argv> --trial=K`` (its output in ``<run dir>/trial.log``),
+    and returns every trial's outcome, as the sequential path does.
+
+    SIGTERM / SIGINT: the running trials are sent SIGTERM (each saves a checkpoint, as a
+    run does) and waited for, then :class:`preemption.Preempted` stops the sweep; a rerun
+    resumes them and does not redo finished ones.
+    """
+    pending = []
+    for k, (variant, seed, _) in enumerate(plan):
+        if collect(run_dir(workdir, variant, seed))["status"] == "done":
+            print(f"[{k + 1}/{len(plan)}] {variant}, seed {seed}: finished earlier", flush=True)
+        else:
+            pending.append(k)
+    concurrent = max(1, min(n, len(pending)))
+    env, memory = trial_env(concurrent, os.environ)
+    print(
+        f"parallel_trials={n}: {len(pending)} trial(s) to train, up to {concurrent} at "
+        f"once, each in its own process ({TRIAL_LOG} in its folder); {memory}.",
+        flush=True,
+    )
+    platform_name, why = runtime.run_platform()
+    if platform_name == "cpu" and concurrent > 1:
+        print(
+            f"note: a CPU run ({why}): the {concurrent} trials share this machine's "
+            f"{os.cpu_count()} cores, so each runs slower than alone, and together they "
+            "rarely finish sooner than one after another. parallel_trials is meant for "
+            "an accelerator that one small trial leaves idle.",
+            flush=True,
+        )
+    running: dict[int, tuple[subprocess.Popen, IO[str], float]] = {}
+    with preemption.StopRequest() as stop:
+        try:
+            while (pending or running) and not stop.requested():
+                while pending and len(running) < n:
+                    k = pending.pop(0)
+                    running[k] = _start_trial(plan, workdir, k, argv, env)
+                time.sleep(POLL_SECONDS)
+                for k in [k for k, (proc, _, _) in running.items() if proc.poll() is not None]:
+                    proc, log, started = running.pop(k)
+                    log.close()
+                    _report_trial(plan, workdir, k, proc.returncode, started)
+            if stop.requested():
+                for proc, _, _ in running.values():
+                    proc.terminate()  # SIGTERM: the trial saves a checkpoint and exits
+                for proc, _, _ in running.values():
+                    proc.wait()
+                raise preemption.Preempted(
+                    f"stopped by {stop.name()}: {len(running)} running trial(s) were sent "
+                    f"SIGTERM, saved a checkpoint and stopped (their {TRIAL_LOG} says where). "
+                    "Rerun the same command to resume; finished trials are not redone.",
+                    stop.signum,
+                )
+        finally:
+            for proc, log, _ in running.values():  # a second Ctrl-C, or an error here
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+    outcomes: dict[str, list[dict]] = {v: [] for v in sweep.variants}
+    for variant, seed, _ in plan:
+        outcomes[variant].append(collect(run_dir(workdir, variant, seed)))
+    return outcomes
+
+
+def _start_trial(
+    plan: list[tuple[str, int, Any]], workdir: str, k: int, argv: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen, IO[str], float]:
+    variant, seed, _ = plan[k]
+    directory = run_dir(workdir, variant, seed)
+    os.makedirs(directory, exist_ok=True)
+    cmd = [sys.executable, "-m", "cifar_jax.sweep", *trial_args(argv, k)]
+    log = open(os.path.join(directory, TRIAL_LOG), "a", encoding="utf-8")  # noqa: SIM115
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    log.write(f"===== {stamp}: {shlex.join(cmd)}\n")
+    log.flush()
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    print(
+        f"[{k + 1}/{len(plan)}] {variant}, seed {seed} -> {directory} (trial {k}, pid {proc.pid})",
+        flush=True,
+    )
+    return proc, log, started
+
+
+def _report_trial(
+    plan: list[tuple[str, int, Any]], workdir: str, k: int, returncode: int, started: float
+) -> None:
+    """One line on a finished trial; a trial that died without saying why (killed, out
+    of memory) gets an ``error.txt`` naming its exit status and log, as a failed run has."""
+    variant, seed, _ = plan[k]
+    directory = run_dir(workdir, variant, seed)
+    outcome = collect(directory)
+    if outcome["status"] == "done":  # results.json written: the run finished
+        accuracy = outcome["results"]["test_accuracy"]
+        status = f" (then exit status {returncode})" if returncode else ""
+        print(f"  trial {k} ({variant}, seed {seed}) done: test accuracy {accuracy:.4f}{status}",
+              flush=True)  # fmt: skip
+        return
+    error_path = os.path.join(directory, "error.txt")
+    if not (os.path.exists(error_path) and os.path.getmtime(error_path) >= started):
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+        message = (
+            f"TrialError: the trial's process ended ({how}) without a result; its output is "
+            f"in {os.path.join(directory, TRIAL_LOG)}"
+        )
+        with open(error_path, "w", encoding="utf-8") as f:
+            f.write(message + "\n")
+    error = collect(directory)["error"]
+    print(f"  FAILED: trial {k} ({variant}, seed {seed}): {error}", flush=True)
 
 
 def collect(directory: str) -> dict[str, Any]:
@@ -349,9 +565,10 @@ def collect(directory: str) -> dict[str, Any]:
 
 def trial_commands(sweep: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
     """One command per trial: this command line with ``--list`` replaced by ``--trial=K``."""
-    base = [a for a in argv[1:] if a not in ("--list", "--nolist")]
-    prefix = "python -m cifar_jax.sweep " + " ".join(shlex.quote(a) for a in base)
-    return [f"{prefix} --trial={k}" for k in range(len(plan_runs(sweep)))]
+    return [
+        shlex.join(["python", "-m", "cifar_jax.sweep", *trial_args(argv, k)])
+        for k in range(len(plan_runs(sweep)))
+    ]
 
 
 def run() -> None:
@@ -381,10 +598,17 @@ def run() -> None:
             if list_flag.value:
                 print("\n".join(trial_commands(sweep, sys.argv)))
                 return
+            parallel = parallel_trials(sweep) > 1 and trial_flag.value is None
+            if parallel and not summarize_flag.value and cli.distributed_requested():
+                raise ConfigError(
+                    "parallel_trials > 1 runs each trial as its own single-process run; it "
+                    "cannot be part of a multi-process launch (--coordinator_address, "
+                    "CIFAR_JAX_COORDINATOR or CIFAR_JAX_DISTRIBUTED). Drop one of the two."
+                )
             first = variant_config(sweep, next(iter(sweep.variants)), sweep.seeds[0])
             cli.prepare_process(first)
             run_sweep(sweep, workdir_flag.value, trial=trial_flag.value,
-                      train_runs=not summarize_flag.value)  # fmt: skip
+                      train_runs=not summarize_flag.value, argv=sys.argv)  # fmt: skip
 
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=cli.parse_flags)

@@ -4,10 +4,11 @@
     python -m cifar_jax.bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
 
 ``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
-512) forward, and forward + both gradients, as XLA's convolution, as the oneDNN kernel
-(:mod:`cifar_jax.kernels.onednn`) and, where torch is installed, as torch's channels_last
-``Conv2d``: min over repeats, ms, and the forward's GFLOP/s (2 * multiply-adds / time),
-to compare with the machine's peak. Writes ``convs.json``.
+512) on the CPU (also on a GPU host), forward, and forward + both gradients, as XLA's
+convolution, as the oneDNN kernel (:mod:`cifar_jax.kernels.onednn`) and, where torch is
+installed, as torch's channels_last ``Conv2d``: min over repeats, ms, and the forward's
+GFLOP/s (2 * multiply-adds / time), to compare with the machine's peak. Writes
+``convs.json``.
 
 ``profile`` traces a config's real train step (``--step=eval``: eval step) as built by
 :class:`cifar_jax.perf.bench.JaxSide` (the functions training runs) with ``jax.profiler`` and
@@ -59,7 +60,26 @@ def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -
 
 
 def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
-    """ms of one conv shape: forward, and forward + input and kernel gradients."""
+    """ms of one conv shape on the CPU: forward, and forward + input and kernel gradients.
+
+    Pinned to the CPU backend whatever JAX's default is: the oneDNN custom call exists
+    for the CPU only (lowered for a GPU default backend it fails), and the comparison is
+    with torch on the same cores."""
+    import jax
+
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"bench_ops convs times convolutions on the CPU, which this process has not "
+            f"started ({e}): leave JAX_PLATFORMS unset or list cpu in it (e.g. cuda,cpu)."
+        ) from e
+    with jax.default_device(cpu):
+        return _time_conv_on_default_device(shape, repeats)
+
+
+def _time_conv_on_default_device(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """:func:`time_conv` on JAX's default device; ``device``: where the convs ran."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -88,6 +108,7 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
         "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True)),
         "forward_flops": flops,
     }
+    ran_on = set()
     for name, conv in convs.items():
         forward = jax.jit(conv)
         both = jax.jit(jax.grad(lambda x, w, c=conv: jnp.sum(c(x, w) ** 2), argnums=(0, 1)))
@@ -97,6 +118,8 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
         record[f"{name}_fwd_bwd_ms"] = _best_ms(
             lambda f=both: f(x, w), repeats, jax.block_until_ready
         )
+        ran_on |= {d.platform for d in forward(x, w).devices()}
+    record["device"] = ",".join(sorted(ran_on))
     record.update(_time_torch_conv(shape, repeats))
     for name in ("xla", "onednn", "torch"):
         if f"{name}_forward_ms" in record:
