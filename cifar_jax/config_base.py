@@ -216,9 +216,16 @@ def base_config() -> ml_collections.ConfigDict:
     #   '/'-joined parameter paths such as group1/norm1/bias; `python -m cifar_jax.summary`
     #   lists them), .lr_scale (times the learning rate), .weight_decay_scale (times
     #   weight_decay) and .trainable_epochs (-1 = the whole run, 0 = frozen, k = trained for
-    #   the first k epochs only). Each parameter may match one group; the rest train as
-    #   configured above. Empty = one group.
+    #   the first k epochs only), .compress_schedule (true: the whole schedule runs within
+    #   the trainable epochs), .optimizer (one of the optimizers above or "muon"; default
+    #   the config's) and .momentum (-1 = momentum / adam_b1 above). Each parameter may
+    #   match one group; the rest train as configured above. Empty = one group.
     c.param_groups = ml_collections.ConfigDict()
+    # Muon (param groups with optimizer="muon"; Keller Jordan's, as airbench94_muon.py
+    # writes it): Newton-Schulz iterations per update, and whether each weight is first
+    # rescaled to Frobenius norm sqrt(fan_out) as airbench's Muon does.
+    c.muon_ns_steps = 5
+    c.muon_renormalize = False
     # Lookahead / weight averaging (airbench94): every lookahead_every steps (0 = off) the
     # average moves toward the weights, avg += (1 - d) * (w - avg), with d =
     # lookahead_decay * (step / total_steps) ** lookahead_power, and the weights are set to
@@ -487,6 +494,7 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
     check("lookahead_decay", 0 <= config.lookahead_decay <= 1, "in [0, 1]", 0.95**5)
     check("lookahead_power", config.lookahead_power >= 0, ">= 0", 3)
     check("data_init_examples", config.data_init_examples > 0, "> 0 images", 5000)
+    check("muon_ns_steps", config.muon_ns_steps >= 1, ">= 1 iterations", 5)
     from cifar_jax import optim  # the groups' own fields
 
     optim.param_groups(config)

@@ -438,21 +438,33 @@ def cycled_momentum(config, total_steps: int | None) -> optax.Schedule | None:
 # --------------------------------------------------------------- parameter groups
 
 
+GROUP_OPTIMIZERS = OPTIMIZERS + ("muon",)
+
+
 @dataclasses.dataclass(frozen=True)
 class ParamGroup:
     """Parameters whose '/'-joined path (e.g. ``group1/norm1/bias``) matches one of the
     ``match`` globs, trained with their own learning-rate and weight-decay factors (torch's
     optimizer param groups) and, for ``trainable_epochs`` >= 0, only for that many epochs
-    (0 = frozen from the start, as ``requires_grad=False``)."""
+    (0 = frozen from the start, as ``requires_grad=False``).
+
+    ``optimizer`` ("" = the config's; or "muon", :func:`muon`) and ``momentum`` (-1 = the
+    config's; SGD's, RMSprop's and Muon's momentum, Adam's ``b1``) let one group train
+    differently, as airbench94_muon trains its conv filters with Muon and the rest with
+    SGD. ``compress_schedule`` runs the whole learning-rate schedule within the group's
+    ``trainable_epochs`` (airbench94_muon's whitening bias: ``lr * (1 - step / 75)``)."""
 
     name: str
     match: tuple[str, ...]
     lr_scale: float = 1.0
     weight_decay_scale: float = 1.0
     trainable_epochs: float = -1.0
+    optimizer: str = ""
+    momentum: float = -1.0
+    compress_schedule: bool = False
 
 
-_GROUP_FIELDS = {"match", "lr_scale", "weight_decay_scale", "trainable_epochs"}
+_GROUP_FIELDS = {f.name for f in dataclasses.fields(ParamGroup)} - {"name"}
 
 
 def param_groups(config) -> tuple[ParamGroup, ...]:
@@ -465,8 +477,8 @@ def param_groups(config) -> tuple[ParamGroup, ...]:
         if unknown or "match" not in spec:
             raise ConfigError(
                 f"param_groups.{name} has fields {sorted(spec)}; a group needs 'match' "
-                "(comma-separated globs over parameter paths) and may set lr_scale, "
-                "weight_decay_scale, trainable_epochs. Fix: e.g. "
+                "(comma-separated globs over parameter paths) and may set "
+                f"{', '.join(sorted(_GROUP_FIELDS - {'match'}))}. Fix: e.g. "
                 f"--config.param_groups.{name}.match='*/norm*/bias'."
             )
         if name == "default":
@@ -477,6 +489,9 @@ def param_groups(config) -> tuple[ParamGroup, ...]:
             lr_scale=float(spec.get("lr_scale", 1.0)),
             weight_decay_scale=float(spec.get("weight_decay_scale", 1.0)),
             trainable_epochs=float(spec.get("trainable_epochs", -1.0)),
+            optimizer=str(spec.get("optimizer", "")),
+            momentum=float(spec.get("momentum", -1.0)),
+            compress_schedule=bool(spec.get("compress_schedule", False)),
         )
         if not group.match or group.lr_scale <= 0 or group.weight_decay_scale < 0:
             raise ConfigError(
@@ -487,6 +502,21 @@ def param_groups(config) -> tuple[ParamGroup, ...]:
             raise ConfigError(
                 f"param_groups.{name}.trainable_epochs={group.trainable_epochs}: use -1 (the "
                 "whole run), 0 (frozen) or a number of epochs."
+            )
+        if group.optimizer not in ("",) + GROUP_OPTIMIZERS:
+            raise ConfigError(
+                f"param_groups.{name}.optimizer={group.optimizer!r} is not known; use one of "
+                f"{list(GROUP_OPTIMIZERS)}, or leave it out for config.optimizer."
+            )
+        if group.momentum != -1 and not 0 <= group.momentum < 1:
+            raise ConfigError(
+                f"param_groups.{name}.momentum={group.momentum}: use -1 (config's) or a "
+                "value in [0, 1) (e.g. 0.6)."
+            )
+        if group.compress_schedule and group.trainable_epochs <= 0:
+            raise ConfigError(
+                f"param_groups.{name}.compress_schedule runs the schedule within the "
+                "group's trainable_epochs; set trainable_epochs > 0 (e.g. 3)."
             )
         groups.append(group)
     return tuple(groups)
@@ -548,6 +578,95 @@ def stop_after(steps: int) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+# ---------------------------------------------------------------------------- Muon
+
+# The quintic Newton-Schulz coefficients of Muon (Keller Jordan), chosen to maximize the
+# slope at zero rather than to converge (see airbench94_muon.py).
+NEWTON_SCHULZ_COEFFS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: jax.Array, steps: int, eps: float = 1e-7) -> jax.Array:
+    """airbench94_muon's ``zeropower_via_newtonschulz5``: the 2-D ``g`` with its singular
+    values pushed towards 1 (roughly ``U V^T`` of its SVD) by ``steps`` quintic
+    iterations, after scaling ``g`` to Frobenius norm <= 1. airbench runs it in bfloat16
+    on its GPU; here it runs in ``g``'s dtype."""
+    a, b, c = NEWTON_SCHULZ_COEFFS
+    x = g / (jnp.linalg.norm(g) + eps)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def orthogonalize(ns_steps: int) -> optax.GradientTransformation:
+    """Each update, as the matrix ``(fan_out, fan_in)`` (a conv kernel HWIO flattened as
+    torch's ``g.reshape(len(g), -1)`` of OIHW, up to a column order the iteration does
+    not depend on), through :func:`newton_schulz`."""
+
+    def one(u: jax.Array) -> jax.Array:
+        if u.ndim < 2:
+            raise ConfigError(
+                f"a Muon param group holds a parameter of shape {u.shape}: Muon updates "
+                "matrices and conv kernels only. Fix the group's match (e.g. '*/conv*/kernel')."
+            )
+        matrix = u.reshape(-1, u.shape[-1]).T.astype(jnp.float32)
+        return newton_schulz(matrix, ns_steps).T.reshape(u.shape).astype(u.dtype)
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(one, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def renormalize_weights() -> optax.GradientTransformation:
+    """airbench94_muon's ``p *= sqrt(len(p)) / p.norm()`` before each step, as an update
+    (added last in the chain): each weight rescaled to Frobenius norm sqrt(fan_out)."""
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("renormalize_weights needs the params in update()")
+
+        def one(u, p):
+            p = p.astype(jnp.float32)
+            scale = jnp.sqrt(float(p.shape[-1])) / jnp.linalg.norm(p)
+            return (u + p * (scale - 1.0)).astype(u.dtype)
+
+        return jax.tree.map(one, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def muon(
+    schedule: optax.Schedule,
+    momentum: float,
+    *,
+    nesterov: bool = True,
+    ns_steps: int = 5,
+    weight_decay: float = 0.0,
+    renormalize: bool = False,
+) -> list[optax.GradientTransformation]:
+    """Muon as airbench94_muon.py writes it, as the parts of a chain: momentum ``buf =
+    momentum * buf + g`` (Nesterov: ``g + momentum * buf``), the update orthogonalized
+    (:func:`orthogonalize`), ``p -= lr * update``; with ``renormalize`` each weight is first
+    rescaled to norm sqrt(fan_out) (:func:`renormalize_weights`). ``weight_decay`` is
+    coupled L2 as for SGD (airbench uses none on its Muon filters)."""
+    if ns_steps < 1:
+        raise ConfigError(f"muon_ns_steps={ns_steps} must be >= 1 (e.g. 5; airbench uses 3).")
+    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay > 0 else []
+    parts += [
+        optax.trace(decay=momentum, nesterov=nesterov),
+        orthogonalize(ns_steps),
+        optax.scale_by_learning_rate(schedule),
+    ]
+    if renormalize:
+        parts.append(renormalize_weights())
+    return parts
+
+
 # ---------------------------------------------------------------------- optimizers
 
 
@@ -592,34 +711,84 @@ def create_optimizer(
                 transforms[g.name] = optax.set_to_zero()
                 continue
 
-            def scaled(count, g=g):
-                return g.lr_scale * schedule(count)
-
-            chain = _optimizer(config, scaled, config.weight_decay * g.weight_decay_scale, cycled)
-            if g.trainable_epochs > 0:
-                if not steps_per_epoch:
-                    raise ValueError("create_optimizer needs steps_per_epoch for trainable_epochs")
-                chain.append(stop_after(round(g.trainable_epochs * steps_per_epoch)))
-            transforms[g.name] = optax.chain(*chain)
+            transforms[g.name] = optax.chain(
+                *_group_optimizer(config, g, schedule, cycled, total_steps, steps_per_epoch)
+            )
         parts.append(optax.multi_transform(transforms, lambda p: param_labels(groups, p)))
     if config.schedule == "plateau":
         parts.append(scale_by_plateau(plateau_mode(config.plateau_metric)))
     return optax.chain(*parts)
 
 
-def _optimizer(
-    config, schedule: optax.Schedule, weight_decay: float, cycled: optax.Schedule | None
+def _group_optimizer(
+    config,
+    group: ParamGroup,
+    schedule: optax.Schedule,
+    cycled: optax.Schedule | None,
+    total_steps: int | None,
+    steps_per_epoch: int | None,
 ) -> list[optax.GradientTransformation]:
-    """``config.optimizer`` at ``schedule`` with ``weight_decay`` (coupled L2, or AdamW's
-    decoupled decay), as the parts of a chain."""
+    """The chain of one param group (see :class:`ParamGroup`)."""
+    group_steps = 0
+    if group.trainable_epochs > 0:
+        if not steps_per_epoch:
+            raise ValueError("create_optimizer needs steps_per_epoch for trainable_epochs")
+        group_steps = max(1, round(group.trainable_epochs * steps_per_epoch))
+    if group.compress_schedule and not total_steps:
+        raise ValueError("create_optimizer needs total_steps for compress_schedule")
+    speedup = total_steps / group_steps if group.compress_schedule else 1.0
 
-    def build(factory, momentum_name: str, momentum, **kwargs):
-        """``factory`` with its momentum argument constant, or cycled (onecycle)."""
+    def scaled(count):
+        return group.lr_scale * schedule(jnp.asarray(count) * speedup)
+
+    if cycled is not None and group.momentum != -1:
+        raise ConfigError(
+            f"param_groups.{group.name}.momentum with schedule='onecycle' and "
+            "onecycle_cycle_momentum: the cycled momentum replaces it. Drop one of them."
+        )
+    weight_decay = config.weight_decay * group.weight_decay_scale
+    optimizer = group.optimizer or config.optimizer
+    momentum = None if group.momentum == -1 else group.momentum
+    if optimizer == "muon":
+        chain = muon(
+            scaled,
+            config.momentum if momentum is None else momentum,
+            nesterov=config.nesterov,
+            ns_steps=int(config.muon_ns_steps),
+            weight_decay=weight_decay,
+            renormalize=bool(config.muon_renormalize),
+        )
+    else:
+        chain = _optimizer(config, scaled, weight_decay, cycled, optimizer, momentum)
+    if group_steps:
+        chain.append(stop_after(group_steps))
+    return chain
+
+
+def _optimizer(
+    config,
+    schedule: optax.Schedule,
+    weight_decay: float,
+    cycled: optax.Schedule | None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+) -> list[optax.GradientTransformation]:
+    """``optimizer`` (default ``config.optimizer``) at ``schedule`` with ``weight_decay``
+    (coupled L2, or AdamW's decoupled decay), as the parts of a chain; ``momentum``
+    replaces the config's momentum (SGD, RMSprop) or ``adam_b1``."""
+    optimizer = optimizer or config.optimizer
+
+    def build(factory, momentum_name: str, configured, zero_is_none=False, **kwargs):
+        """``factory`` with its momentum argument constant (None for a zero momentum of
+        SGD or RMSprop: no momentum state), or cycled (onecycle)."""
         if cycled is None:
-            return factory(**kwargs, **{momentum_name: momentum})
+            value = configured if momentum is None else momentum
+            if zero_is_none and not value:
+                value = None
+            return factory(**kwargs, **{momentum_name: value})
         return with_scheduled(factory, momentum_name, cycled, **kwargs)
 
-    if config.optimizer == "adamw":
+    if optimizer == "adamw":
         return [
             build(
                 optax.adamw,
@@ -634,22 +803,24 @@ def _optimizer(
     parts = []
     if weight_decay > 0:
         parts.append(optax.add_decayed_weights(weight_decay))
-    if config.optimizer == "sgd":
+    if optimizer == "sgd":
         parts.append(
             build(
                 optax.sgd,
                 "momentum",
-                config.momentum or None,
+                config.momentum,
+                zero_is_none=True,
                 learning_rate=schedule,
                 nesterov=config.nesterov,
             )
         )
-    elif config.optimizer == "rmsprop":
+    elif optimizer == "rmsprop":
         parts.append(
             build(
                 rmsprop,
                 "momentum",
-                config.rmsprop_momentum or None,
+                config.rmsprop_momentum,
+                zero_is_none=True,
                 schedule=schedule,
                 alpha=config.rmsprop_alpha,
                 eps=config.rmsprop_eps,

@@ -302,20 +302,23 @@ def test_lookahead_matches_airbench_lookahead_state():
 # ----------------------------------------------------------------- the recipe, tiny
 
 
+# The airbench recipes at tiny width on synthetic data (also tests/test_muon.py).
+TINY_RECIPE = dict(
+    data_source="synthetic",
+    synthetic_train_examples=512,
+    synthetic_test_examples=200,
+    widths=(8, 16, 16),
+    batch_size=128,
+    eval_batch_size=100,
+    data_init_examples=256,
+    log_every_steps=4,
+)
+
+
 def _tiny_recipe(**overrides) -> ml_collections.ConfigDict:
-    tiny = dict(
-        data_source="synthetic",
-        synthetic_train_examples=512,
-        synthetic_test_examples=200,
-        widths=(8, 16, 16),
-        batch_size=128,
-        eval_batch_size=100,
-        num_train_steps=12,
-        warmup_epochs=1.0,
-        data_init_examples=256,
-        log_every_steps=4,
+    return _airbench_config(
+        **{**TINY_RECIPE, "num_train_steps": 12, "warmup_epochs": 1.0, **overrides}
     )
-    return _airbench_config(**{**tiny, **overrides})
 
 
 def test_tiny_recipe_trains_with_frozen_parts_and_tta(tmp_path):

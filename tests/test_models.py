@@ -39,6 +39,8 @@ EXPECTED = {
     "resnet_5m": (10, 4_662_098),
     # Not a report model: airbench94.py's make_net() (tests/test_airbench.py).
     "airbench94": (10, 1_972_792),
+    # airbench94_muon.py's CifarNet: the same layers (tests/test_muon.py).
+    "airbench94_muon": (10, 1_972_792),
 }
 
 
@@ -88,7 +90,7 @@ def resnet_formula(stem, widths, blocks, strides, classes, bn=True):
 # ----------------------------------------------------------------- counts
 def test_model_names_are_the_reproduction_ids():
     assert set(MODEL_NAMES) == set(EXPECTED)
-    assert len(MODEL_NAMES) == 16
+    assert len(MODEL_NAMES) == 17
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -37,6 +37,7 @@ EXPECTED = {
     "resnet_5m": 4_662_098,
     # Not a report model: airbench94.py's make_net() (docs/fast.md).
     "airbench94": 1_972_792,
+    "airbench94_muon": 1_972_792,
 }
 
 

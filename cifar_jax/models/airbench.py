@@ -5,9 +5,12 @@ A 2x2 "whitening" conv stem (3 -> 24, no padding, with bias) whose kernel is set
 training images (:func:`whitening_kernel`, applied by :meth:`AirbenchNet.init_from_data`)
 and kept frozen, GELU, three groups of conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 ->
 BN -> GELU (widths 64/256/256), max-pool 3, a bias-free linear layer and the logits scaled
-by 1/9. Every 3x3 conv starts as torch's default init with its first ``in_channels``
-filters replaced by the identity (torch ``dirac_``), so each group starts by passing its
-input through. The BatchNorm scales exist (the parameter count matches torch's, 1,972,792)
+by 1/9. airbench94_muon.py's net is the same with the logits divided by the head's input
+width (256) and the head's weights scaled to unit standard deviation at init.
+
+Every 3x3 conv starts as torch's default init with its first ``in_channels`` filters
+replaced by the identity (torch ``dirac_``), so each group starts by passing its input
+through. The BatchNorm scales exist (the parameter count matches torch's, 1,972,792)
 but the recipe freezes them at 1 (``configs/airbench94.py``, ``param_groups``).
 """
 
@@ -74,11 +77,13 @@ class ConvGroup(nn.Module):
 
 
 class AirbenchNet(nn.Module):
-    """airbench94's net (see the module doc); ``widths`` of the three groups."""
+    """airbench94's net (see the module doc); ``widths`` of the three groups;
+    ``logit_scale`` None = 1 / the last width (airbench94_muon's ``/ x.size(-1)``)."""
 
     num_classes: int
     widths: tuple[int, ...] = (64, 256, 256)
-    logit_scale: float = 1 / 9
+    logit_scale: float | None = 1 / 9
+    head_unit_std: bool = False
     bn_epsilon: float = 1e-12
     options: LayerOptions = LayerOptions(activation="gelu", bn_momentum=0.6)
 
@@ -93,12 +98,13 @@ class AirbenchNet(nn.Module):
             x = ConvGroup(width, self.bn_epsilon, self.options, name=f"group{i}")(x, train)
         x = nn.max_pool(x, (3, 3), strides=(3, 3), padding="VALID")
         x = x.reshape(x.shape[0], -1)
+        scale = 1 / x.shape[-1] if self.logit_scale is None else self.logit_scale
         x = layers.dense(
-            self.num_classes, in_features=x.shape[-1], use_bias=False, dtype=self.options.dtype,
-            name="head",
+            self.num_classes, in_features=x.shape[-1], use_bias=False,
+            unit_std=self.head_unit_std, dtype=self.options.dtype, name="head",
         )(x)  # fmt: skip
         # float32 logits whatever the compute dtype (config.half_precision).
-        return x.astype(jnp.float32) * self.logit_scale
+        return x.astype(jnp.float32) * scale
 
     @staticmethod
     def init_from_data(params: dict, images: np.ndarray) -> dict:

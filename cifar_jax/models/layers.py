@@ -173,23 +173,34 @@ def conv(
     )
 
 
+def _unit_std(init: Callable) -> Callable:
+    def initializer(key, shape, dtype=jnp.float32):
+        w = init(key, shape, dtype)
+        return w / jnp.std(w, ddof=1)
+
+    return initializer
+
+
 def dense(
     features: int,
     *,
     in_features: int,
     use_bias: bool = True,
+    unit_std: bool = False,
     dtype: Any = jnp.float32,
     name: str | None = None,
 ) -> nn.Module:
     """A fully connected layer with torch's default (nn.Linear) init.
 
     torchvision keeps the Linear default even when convs use Kaiming init, so this does
-    not depend on ``kernel_init``. ``dtype``: the compute dtype (params stay float32).
+    not depend on ``kernel_init``. ``unit_std``: the kernel is then divided by its own
+    standard deviation (airbench94_muon's ``w *= 1 / w.std()``, torch's unbiased std).
+    ``dtype``: the compute dtype (params stay float32).
     """
     return nn.Dense(
         features,
         use_bias=use_bias,
-        kernel_init=_TORCH_KERNEL_INIT,
+        kernel_init=_unit_std(_TORCH_KERNEL_INIT) if unit_std else _TORCH_KERNEL_INIT,
         bias_init=torch_uniform_bias_init(in_features),
         dtype=dtype,
         param_dtype=jnp.float32,

@@ -68,6 +68,8 @@ class AirbenchDefaults:
 
     description: str
     widths: tuple[int, ...] = (64, 256, 256)
+    logit_scale: float | None = 1 / 9  # None: 1 / the last width
+    head_unit_std: bool = False
 
 
 _VGG_A = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
@@ -205,6 +207,12 @@ _MODELS: types.MappingProxyType[str, Defaults] = types.MappingProxyType(
         "airbench94": AirbenchDefaults(
             "airbench94: 2x2 whitening conv stem 24, GELU, [conv3x3 pool BN GELU conv3x3 BN "
             "GELU] x3 (64,256,256), pool3, linear/9"
+        ),
+        # (configs/airbench94_muon.py): the same layers, logits / 256, unit-std head init
+        "airbench94_muon": AirbenchDefaults(
+            "airbench94_muon: airbench94's layers; linear head (init scaled to std 1) / 256",
+            logit_scale=None,
+            head_unit_std=True,
         ),
     }
 )
@@ -368,7 +376,13 @@ def _build_airbench(
         )
     widths = _positive_ints(config, "widths") or d.widths
     _check_length("widths", widths, len(d.widths), name)
-    return AirbenchNet(num_classes=num_classes, widths=widths, options=options)
+    return AirbenchNet(
+        num_classes=num_classes,
+        widths=widths,
+        logit_scale=d.logit_scale,
+        head_unit_std=d.head_unit_std,
+        options=options,
+    )
 
 
 def build_model(config: Any, num_classes: int) -> nn.Module:
