@@ -161,3 +161,72 @@ def test_every_result_builds_a_valid_config(result):
     assert config.num_epochs > 0
     for key, value in result.overrides:
         assert config[key] == value
+
+
+def test_scale_to_data_cuts_the_recipes_split_on_the_mini_subset(tmp_path, real_data_root):
+    """Report 003 holds out 2,000 of its 10,000 training images (20%); on the mini subset's
+    1,600 that is 320, stratified: 16 of each class's 80."""
+    import numpy as np
+
+    from cifar_jax.data import load_dataset
+
+    mini = str(real_data_root / "cifar100-mini")
+    (run,) = reproduce.plan(reproduce.select("003_baseline"), 1, str(tmp_path), data_dir=mini,
+                            scale_to_data=True)  # fmt: skip
+    assert run.config.val_examples == 320
+    assert run.scaled == {"held": 1600, "expected": 10_000, "val_examples": 320,
+                          "recipe_val_examples": 2000}  # fmt: skip
+    assert run.directory.endswith(os.path.join("003_baseline__scaled_to_1600", "seed_42"))
+    data = load_dataset(run.config)
+    assert (len(data.train), len(data.val)) == (1280, 320)
+    assert np.bincount(data.val.labels, minlength=20).tolist() == [16] * 20
+    assert np.bincount(data.train.labels, minlength=20).tolist() == [64] * 20
+    # The full recipe's steps (for --estimate and the ETA) count the images held.
+    assert reproduce.recipe_steps(run.config, run.scaled["held"]) == 50 * (1280 // 32)
+    # On data that is the complete release, nothing is scaled nor marked.
+    cifar10 = str(real_data_root / "cifar10")
+    (full,) = reproduce.plan(reproduce.select("000_lenet"), 1, str(tmp_path), data_dir=cifar10,
+                             scale_to_data=True)  # fmt: skip
+    assert full.scaled is None and full.config.val_examples == 10_000
+
+
+def test_scaled_rows_are_marked_mini_subset_not_comparable(tmp_path, real_data_root):
+    mini = str(real_data_root / "cifar100-mini")
+    runs = reproduce.plan(reproduce.select("003_baseline,003_resnet"), 1, str(tmp_path),
+                          data_dir=mini, scale_to_data=True)  # fmt: skip
+    os.makedirs(runs[0].directory)
+    Path(runs[0].directory, "results.json").write_text(json.dumps({
+        "test_accuracy": 0.30, "trainable_params": 1, "epochs": 20.0, "seed": 42,
+        "train_seconds": 60.0, "compile_seconds": 2.0, "test_examples": 400,
+        "cpu": "test cpu", "commit": "abc", "config": runs[0].config.to_dict(),
+    }))  # fmt: skip
+    summary = reproduce.summarize(runs, 1.0, 1.0, {}, 1, str(tmp_path))
+    done, todo = summary["rows"]
+    assert not done["comparable"] and done["scaled_to_data"]["val_examples"] == 320
+    assert "1,280 train / 320 val / 400 test images" in done["note"]
+    assert "--scale_to_data --data_dir=" in todo["command"]
+    md = reproduce.to_markdown(summary)
+    assert "| 30.00 ± 0.00 (1) | mini subset, not comparable |" in md
+    assert "Scaled to the data" in md and "not reproductions" in md
+
+
+def test_scale_to_data_end_to_end_and_unscaled_mini_stops_clearly(tmp_path, real_data_root):
+    """A tiny budget of report 003's baseline trains on the mini subset with the split
+    scaled; without the option the same command stops before training, naming the fix."""
+    mini = real_data_root / "cifar100-mini"
+    out = run_cli(tmp_path, mini, "--results=003_baseline", "--seeds=1", "--budget=0.02")
+    assert out.returncode == 1
+    assert "val_examples=2000 leaves no training data" in out.stderr
+    assert "--scale_to_data" in out.stderr and "1,600 training images" in out.stderr
+    assert "to train" not in out.stdout and not list(tmp_path.glob("003_*"))
+    out = run_cli(tmp_path, mini, "--results=003_baseline", "--seeds=1", "--budget=0.02",
+                  "--scale_to_data")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(
+        (tmp_path / "003_baseline__budget0.02_data1__scaled_to_1600" / "seed_42"
+         / "results.json").read_text()
+    )  # fmt: skip
+    assert results["config"]["val_examples"] == 320 and results["test_examples"] == 400
+    (row,) = json.loads((tmp_path / "reproduction.json").read_text())["rows"]
+    assert row["runs"] == 1 and not row["comparable"] and row["reduced"]
+    assert "mini subset, not comparable" in (tmp_path / "reproduction.md").read_text()
