@@ -188,6 +188,12 @@ def test_scale_to_data_cuts_the_recipes_split_on_the_mini_subset(tmp_path, real_
     (full,) = reproduce.plan(reproduce.select("000_lenet"), 1, str(tmp_path), data_dir=cifar10,
                              scale_to_data=True)  # fmt: skip
     assert full.scaled is None and full.config.val_examples == 10_000
+    # A folder of another data set, or none yet (the run downloads the release): the run
+    # reports it, the plan does not guess.
+    for where in (cifar10, str(tmp_path / "empty")):
+        (other,) = reproduce.plan(reproduce.select("003_baseline"), 1, str(tmp_path),
+                                  data_dir=where, scale_to_data=True)  # fmt: skip
+        assert other.scaled is None and other.config.val_examples == 2000
 
 
 def test_scaled_rows_are_marked_mini_subset_not_comparable(tmp_path, real_data_root):
