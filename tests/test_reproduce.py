@@ -127,7 +127,8 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     # The two loss rows train the same net at the same batch size: timed once.
     assert capsys.readouterr().out.count("estimate: ") == 3
     assert estimates["002_cnn_bn_dropout"]["full_recipe_steps"] == 20 * (45_000 // 64)
-    focal, smooth = estimates["001_loss_focal"], estimates["001_loss_cross_entropy_smooth"]
+    smooth_id = "001_loss_cross_entropy_smooth"
+    focal, smooth = estimates["001_loss_focal"], estimates[smooth_id]
     assert focal["images_per_second"] == smooth["images_per_second"]
     assert focal["full_recipe_steps"] == 25 * (50_000 // 128)
     est = estimates["000_basenet_residual"]
@@ -137,6 +138,15 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     row = reproduce.summarize(runs, 1.0, 1.0, estimates, 1, str(tmp_path))
     assert "not yet run here; est." in reproduce.to_markdown(row)
     assert not list(tmp_path.glob("tmp*")), "the timing run's folder was left behind"
+    # A rerun (after a stop) keeps what was timed: the smoothing row reuses the focal row's
+    # timing of the same net and batch, nothing is timed again, each estimate is saved.
+    kept = {k: v for k, v in json.loads(json.dumps(estimates)).items() if k != smooth_id}
+    saved: list[set[str]] = []
+    again = reproduce.estimate(runs, 3, str(tmp_path), kept, lambda d: saved.append(set(d)))
+    assert "estimate: " not in capsys.readouterr().out
+    assert again[smooth_id]["images_per_second"] == focal["images_per_second"]
+    assert again[smooth_id]["estimated_seconds"] == pytest.approx(smooth["estimated_seconds"])
+    assert saved == [set(estimates)]
 
 
 def test_selection_and_bad_input():

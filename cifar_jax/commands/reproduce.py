@@ -37,6 +37,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -418,20 +419,36 @@ def run_all(runs: list[Run], estimates: dict[str, float] | None = None) -> None:
             done.setdefault(run.result.id, []).append(run_seconds(outcome["results"]))
 
 
-def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, Any]]:
+def estimate(
+    runs: list[Run],
+    steps: int,
+    workdir: str,
+    known: dict[str, dict[str, Any]] | None = None,
+    save: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Times ``steps`` real train steps of each result without a finished run and scales
-    to its full recipe: steps of training only (validation and test passes add a few %)."""
+    to its full recipe: steps of training only (validation and test passes add a few %).
+
+    Results in ``known`` (earlier estimates) are kept, and their timings reused for results
+    of the same net and batch; ``save`` gets every estimate as soon as it is made, so a
+    stopped --estimate keeps what it timed and a rerun times only the rest."""
     from cifar_jax import train
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = dict(known or {})
     timed: dict[tuple, dict[str, Any]] = {}  # one timing per net and batch size
+    for row in out.values():
+        if row.get("throughput_key") and row.get("images_per_second"):
+            timed.setdefault(_hashable(row["throughput_key"]), {
+                "train_images_per_second": row["images_per_second"],
+                "steps": row["timed_steps"], "cpu": row.get("cpu"),
+                "device_kind": row.get("device_kind"), "commit": row.get("commit"),
+            })  # fmt: skip
     for run in runs:
         if run.result.id in out or finished(run) is not None:
             continue
         config = ml_collections.ConfigDict(run.config.to_dict())
         full_steps = recipe_steps(config, run.scaled["held"] if run.scaled else None)
-        key = tuple(_norm(config[k]) for k in _THROUGHPUT_KEYS)
-        key = tuple(tuple(k) if isinstance(k, list) else k for k in key)
+        key = _hashable([config[k] for k in _THROUGHPUT_KEYS])
         if key not in timed:
             # Synthetic images of CIFAR's shape through the real pipeline and train step:
             # the same step cost, without loading and testing on the real data each time.
@@ -460,8 +477,15 @@ def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, A
             "cpu": results.get("cpu"),
             "device_kind": results.get("device_kind"),
             "commit": results.get("commit"),
+            "throughput_key": [_norm(k) for k in key],
         }
+        if save is not None:
+            save(out)
     return out
+
+
+def _hashable(values: list[Any] | tuple[Any, ...]) -> tuple:
+    return tuple(tuple(v) if isinstance(v, list | tuple) else v for v in values)
 
 
 # What a train step's speed depends on; results that share these share one timing.
@@ -714,7 +738,12 @@ _BUDGET = flags.DEFINE_float("budget", 1.0, "Fraction of each recipe's epochs (r
 _DATA_FRACTION = flags.DEFINE_float("data_fraction", 1.0, "Fraction of the training images.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Data folder for every run ('' = the config's).")
 _LIST = flags.DEFINE_bool("list", False, "List the results and exit.")
-_ESTIMATE = flags.DEFINE_bool("estimate", False, "Time the results without finished runs.")
+_ESTIMATE = flags.DEFINE_bool(
+    "estimate",
+    False,
+    "Time the results without finished runs (saved to <workdir>/estimates.json as each is "
+    "timed; results already there are not timed again: delete it to re-time).",
+)
 _ESTIMATE_STEPS = flags.DEFINE_integer("estimate_steps", 12, "Steps timed per --estimate.")
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the tables from finished runs.")
 _SCALE_TO_DATA = flags.DEFINE_bool(
@@ -756,8 +785,10 @@ def _run_and_summarize(runs: list[Run], workdir: str) -> None:
         with open(estimates_path, encoding="utf-8") as f:
             estimates = json.load(f)
     if _ESTIMATE.value:
-        estimates.update(estimate(runs, _ESTIMATE_STEPS.value, workdir))
-        workdir_lib.write_json_atomic(estimates_path, estimates)
+        estimates = estimate(
+            runs, _ESTIMATE_STEPS.value, workdir, estimates,
+            lambda done: workdir_lib.write_json_atomic(estimates_path, done),
+        )  # fmt: skip
     elif not _SUMMARIZE.value:
         started = time.time()
         run_all(runs, {k: v["estimated_seconds"] for k, v in estimates.items()
