@@ -208,21 +208,24 @@ def test_scale_to_data_cuts_the_recipes_split_on_the_mini_subset(tmp_path, real_
 
 def test_scaled_rows_are_marked_mini_subset_not_comparable(tmp_path, real_data_root):
     mini = str(real_data_root / "cifar100-mini")
-    runs = reproduce.plan(reproduce.select("003_baseline,003_resnet"), 1, str(tmp_path),
+    runs = reproduce.plan(reproduce.select("003_baseline,003_resnet"), 2, str(tmp_path),
                           data_dir=mini, scale_to_data=True)  # fmt: skip
-    os.makedirs(runs[0].directory)
-    Path(runs[0].directory, "results.json").write_text(json.dumps({
-        "test_accuracy": 0.30, "trainable_params": 1, "epochs": 20.0, "seed": 42,
-        "train_seconds": 60.0, "compile_seconds": 2.0, "test_examples": 400,
-        "cpu": "test cpu", "commit": "abc", "config": runs[0].config.to_dict(),
-    }))  # fmt: skip
-    summary = reproduce.summarize(runs, 1.0, 1.0, {}, 1, str(tmp_path))
+    for run, accuracy, epochs in zip(runs[:2], (0.30, 0.32), (17.0, 24.0), strict=True):
+        os.makedirs(run.directory)
+        Path(run.directory, "results.json").write_text(json.dumps({
+            "test_accuracy": accuracy, "trainable_params": 1, "epochs": epochs,
+            "seed": run.seed, "train_seconds": 60.0, "compile_seconds": 2.0,
+            "test_examples": 400, "cpu": "test cpu", "commit": "abc",
+            "config": run.config.to_dict(),
+        }))  # fmt: skip
+    summary = reproduce.summarize(runs, 1.0, 1.0, {}, 2, str(tmp_path))
     done, todo = summary["rows"]
     assert not done["comparable"] and done["scaled_to_data"]["val_examples"] == 320
     assert "1,280 train / 320 val / 400 test images" in done["note"]
     assert "--scale_to_data --data_dir=" in todo["command"]
     md = reproduce.to_markdown(summary)
-    assert "| 30.00 ± 0.00 (1) | mini subset, not comparable |" in md
+    # Early stopping ended the two seeds at different epochs: the range is shown.
+    assert "| 31.00 ± 1.41 (2) | mini subset, not comparable | 17-24 |" in md
     assert "Scaled to the data" in md and "not reproductions" in md
 
 

@@ -585,6 +585,8 @@ def summarize(
                     "difference": None if mean is None else _difference(mean, result.reported),
                     "trainable_params": done[0]["trainable_params"],
                     "epochs": done[0]["epochs"],
+                    # Early stopping ends seeds at different epochs.
+                    "epochs_per_seed": [d["epochs"] for d in done],
                     "seconds_per_run": sum(run_seconds(d) for d in done) / len(done),
                     "resumed_runs": sum(1 for d in done if d.get("resumed_from_step")),
                     "cpu": sorted({d.get("cpu") or "not recorded" for d in done}),
@@ -635,6 +637,13 @@ def _scaled_note(scaled: dict[str, int], test_examples: int | None) -> str:
         f"(validation split scaled from the recipe's {expected - recipe_val:,} / "
         f"{recipe_val:,}, the same {recipe_val / expected:.0%})"
     )
+
+
+def _epochs(row: dict[str, Any]) -> str:
+    """The epochs trained: one number, or the range over seeds where early stopping ended
+    them apart."""
+    low, high = min(row["epochs_per_seed"]), max(row["epochs_per_seed"])
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
 
 
 def _reported(row: dict[str, Any]) -> str:
@@ -708,8 +717,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         if row["shared_with"]:
             note = _add(note, f"same runs as {', '.join(row['shared_with'])}")
         lines.append(
-            head + f"| {ours} | {diff} | {row['epochs']:g} | {_hms(row['seconds_per_run'])} "
-            f"| {note} |"
+            head + f"| {ours} | {diff} | {_epochs(row)} | {_hms(row['seconds_per_run'])} | {note} |"
         )
     return "\n".join(lines) + "\n"
 
