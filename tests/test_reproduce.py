@@ -249,3 +249,16 @@ def test_scale_to_data_end_to_end_and_unscaled_mini_stops_clearly(tmp_path, real
     (row,) = json.loads((tmp_path / "reproduction.json").read_text())["rows"]
     assert row["runs"] == 1 and not row["comparable"] and row["reduced"]
     assert "mini subset, not comparable" in (tmp_path / "reproduction.md").read_text()
+
+
+@pytest.mark.parametrize("result", reproduce.RESULTS, ids=lambda r: r.id)
+def test_every_result_can_be_timed_by_estimate(result):
+    """--estimate's short timing run of every row is a valid run: e.g. report 001's
+    optimizer rows warm up for a whole epoch, longer than the steps timed."""
+    from cifar_jax import config_base, optim
+
+    config = reproduce.timing_config(reproduce.result_config(result, 0), 3)
+    config_base.validate_config(config)
+    optim.learning_rate_schedule(config, steps_per_epoch=4, total_steps=3)
+    assert config.num_train_steps == 3 and config.data_source == "synthetic"
+    assert config.batch_size == reproduce.result_config(result, 0).batch_size
