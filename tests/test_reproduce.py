@@ -127,7 +127,8 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     # The two loss rows train the same net at the same batch size: timed once.
     assert capsys.readouterr().out.count("estimate: ") == 3
     assert estimates["002_cnn_bn_dropout"]["full_recipe_steps"] == 20 * (45_000 // 64)
-    focal, smooth = estimates["001_loss_focal"], estimates["001_loss_cross_entropy_smooth"]
+    smooth_id = "001_loss_cross_entropy_smooth"
+    focal, smooth = estimates["001_loss_focal"], estimates[smooth_id]
     assert focal["images_per_second"] == smooth["images_per_second"]
     assert focal["full_recipe_steps"] == 25 * (50_000 // 128)
     est = estimates["000_basenet_residual"]
@@ -137,6 +138,15 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     row = reproduce.summarize(runs, 1.0, 1.0, estimates, 1, str(tmp_path))
     assert "not yet run here; est." in reproduce.to_markdown(row)
     assert not list(tmp_path.glob("tmp*")), "the timing run's folder was left behind"
+    # A rerun (after a stop) keeps what was timed: the smoothing row reuses the focal row's
+    # timing of the same net and batch, nothing is timed again, each estimate is saved.
+    kept = {k: v for k, v in json.loads(json.dumps(estimates)).items() if k != smooth_id}
+    saved: list[set[str]] = []
+    again = reproduce.estimate(runs, 3, str(tmp_path), kept, lambda d: saved.append(set(d)))
+    assert "estimate: " not in capsys.readouterr().out
+    assert again[smooth_id]["images_per_second"] == focal["images_per_second"]
+    assert again[smooth_id]["estimated_seconds"] == pytest.approx(smooth["estimated_seconds"])
+    assert saved == [set(estimates)]
 
 
 def test_selection_and_bad_input():
@@ -161,3 +171,94 @@ def test_every_result_builds_a_valid_config(result):
     assert config.num_epochs > 0
     for key, value in result.overrides:
         assert config[key] == value
+
+
+def test_scale_to_data_cuts_the_recipes_split_on_the_mini_subset(tmp_path, real_data_root):
+    """Report 003 holds out 2,000 of its 10,000 training images (20%); on the mini subset's
+    1,600 that is 320, stratified: 16 of each class's 80."""
+    import numpy as np
+
+    from cifar_jax.data import load_dataset
+
+    mini = str(real_data_root / "cifar100-mini")
+    (run,) = reproduce.plan(reproduce.select("003_baseline"), 1, str(tmp_path), data_dir=mini,
+                            scale_to_data=True)  # fmt: skip
+    assert run.config.val_examples == 320
+    assert run.scaled == {"held": 1600, "expected": 10_000, "val_examples": 320,
+                          "recipe_val_examples": 2000}  # fmt: skip
+    assert run.directory.endswith(os.path.join("003_baseline__scaled_to_1600", "seed_42"))
+    data = load_dataset(run.config)
+    assert (len(data.train), len(data.val)) == (1280, 320)
+    assert np.bincount(data.val.labels, minlength=20).tolist() == [16] * 20
+    assert np.bincount(data.train.labels, minlength=20).tolist() == [64] * 20
+    # The full recipe's steps (for --estimate and the ETA) count the images held.
+    assert reproduce.recipe_steps(run.config, run.scaled["held"]) == 50 * (1280 // 32)
+    # On data that is the complete release, nothing is scaled nor marked.
+    cifar10 = str(real_data_root / "cifar10")
+    (full,) = reproduce.plan(reproduce.select("000_lenet"), 1, str(tmp_path), data_dir=cifar10,
+                             scale_to_data=True)  # fmt: skip
+    assert full.scaled is None and full.config.val_examples == 10_000
+    # A folder of another data set, or none yet (the run downloads the release): the run
+    # reports it, the plan does not guess.
+    for where in (cifar10, str(tmp_path / "empty")):
+        (other,) = reproduce.plan(reproduce.select("003_baseline"), 1, str(tmp_path),
+                                  data_dir=where, scale_to_data=True)  # fmt: skip
+        assert other.scaled is None and other.config.val_examples == 2000
+
+
+def test_scaled_rows_are_marked_mini_subset_not_comparable(tmp_path, real_data_root):
+    mini = str(real_data_root / "cifar100-mini")
+    runs = reproduce.plan(reproduce.select("003_baseline,003_resnet"), 2, str(tmp_path),
+                          data_dir=mini, scale_to_data=True)  # fmt: skip
+    for run, accuracy, epochs in zip(runs[:2], (0.30, 0.32), (17.0, 24.0), strict=True):
+        os.makedirs(run.directory)
+        Path(run.directory, "results.json").write_text(json.dumps({
+            "test_accuracy": accuracy, "trainable_params": 1, "epochs": epochs,
+            "seed": run.seed, "train_seconds": 60.0, "compile_seconds": 2.0,
+            "test_examples": 400, "cpu": "test cpu", "commit": "abc",
+            "config": run.config.to_dict(),
+        }))  # fmt: skip
+    summary = reproduce.summarize(runs, 1.0, 1.0, {}, 2, str(tmp_path))
+    done, todo = summary["rows"]
+    assert not done["comparable"] and done["scaled_to_data"]["val_examples"] == 320
+    assert "1,280 train / 320 val / 400 test images" in done["note"]
+    assert "--scale_to_data --data_dir=" in todo["command"]
+    md = reproduce.to_markdown(summary)
+    # Early stopping ended the two seeds at different epochs: the range is shown.
+    assert "| 31.00 ± 1.41 (2) | mini subset, not comparable | 17-24 |" in md
+    assert "Scaled to the data" in md and "not reproductions" in md
+
+
+def test_scale_to_data_end_to_end_and_unscaled_mini_stops_clearly(tmp_path, real_data_root):
+    """A tiny budget of report 003's baseline trains on the mini subset with the split
+    scaled; without the option the same command stops before training, naming the fix."""
+    mini = real_data_root / "cifar100-mini"
+    out = run_cli(tmp_path, mini, "--results=003_baseline", "--seeds=1", "--budget=0.02")
+    assert out.returncode == 1
+    assert "val_examples=2000 leaves no training data" in out.stderr
+    assert "--scale_to_data" in out.stderr and "1,600 training images" in out.stderr
+    assert "to train" not in out.stdout and not list(tmp_path.glob("003_*"))
+    out = run_cli(tmp_path, mini, "--results=003_baseline", "--seeds=1", "--budget=0.02",
+                  "--scale_to_data")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(
+        (tmp_path / "003_baseline__budget0.02_data1__scaled_to_1600" / "seed_42"
+         / "results.json").read_text()
+    )  # fmt: skip
+    assert results["config"]["val_examples"] == 320 and results["test_examples"] == 400
+    (row,) = json.loads((tmp_path / "reproduction.json").read_text())["rows"]
+    assert row["runs"] == 1 and not row["comparable"] and row["reduced"]
+    assert "mini subset, not comparable" in (tmp_path / "reproduction.md").read_text()
+
+
+@pytest.mark.parametrize("result", reproduce.RESULTS, ids=lambda r: r.id)
+def test_every_result_can_be_timed_by_estimate(result):
+    """--estimate's short timing run of every row is a valid run: e.g. report 001's
+    optimizer rows warm up for a whole epoch, longer than the steps timed."""
+    from cifar_jax import config_base, optim
+
+    config = reproduce.timing_config(reproduce.result_config(result, 0), 3)
+    config_base.validate_config(config)
+    optim.learning_rate_schedule(config, steps_per_epoch=4, total_steps=3)
+    assert config.num_train_steps == 3 and config.data_source == "synthetic"
+    assert config.batch_size == reproduce.result_config(result, 0).batch_size

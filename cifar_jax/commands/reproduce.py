@@ -17,6 +17,12 @@ per run, machine, jax version, commit).
 
 ``--budget``/``--data_fraction`` runs go to their own folders and are marked reduced:
 they check that a recipe runs, and are never shown as a reproduction.
+``--scale_to_data`` trains on a data folder that holds a subset of the data set (the
+CIFAR-100 mini subset here): each recipe's validation split is scaled to the training
+images there in the recipe's own proportion (report 003: 2,000 of 10,000, so 320 of the
+mini subset's 1,600), the runs go to their own folders, and their rows are marked "mini
+subset, not comparable". Without it, a recipe whose validation split does not fit the
+data stops before anything is trained.
 ``--estimate`` times a few real train steps of each result that has no finished run
 and writes the estimated time of its full recipe on this machine into the table.
 """
@@ -31,6 +37,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -39,7 +46,8 @@ from absl import app, flags
 from cifar_jax import config_base, runtime
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.commands import cli, sweep
-from cifar_jax.errors import ConfigError
+from cifar_jax.data import sources
+from cifar_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +80,7 @@ _PLATEAU_001 = (
     ("plateau_factor", 0.5),
     ("plateau_patience", 3),
 )
-_MINI = "CIFAR-100 mini subset here"
+_MINI = "mini subset"
 
 
 def _sweep_rows(
@@ -245,6 +253,49 @@ class Run:
     config: ml_collections.ConfigDict
     directory: str
     shared_with: str = ""  # another result whose identical run this one reuses
+    # --scale_to_data on a subset of the data set: what was scaled (see fit_to_data).
+    scaled: dict[str, int] | None = None
+
+
+def fit_to_data(
+    result_id: str, config: ml_collections.ConfigDict, scale: bool, held: int | None
+) -> dict[str, int] | None:
+    """Checks the recipe's validation split against the ``held`` training images the data
+    folder has (sources.held_train_examples; None: not known before the run).
+
+    On a subset of the data set, ``scale`` cuts the validation split in the recipe's own
+    proportion of the training images and returns the sizes (the run is not comparable
+    with the report); without it, a split that leaves no training data stops here, before
+    any run is trained, instead of failing every run of the plan.
+    """
+    expected = sources.expected_train_examples(config)
+    if held is None or expected is None or held == expected:
+        return None
+    recipe_val = int(config.val_examples)
+    if not scale:
+        if recipe_val >= held:
+            raise ConfigError(
+                f"{result_id}: the data in {config.data_dir} holds {held:,} training images "
+                f"of the classes the recipe uses, not the {expected:,} of the complete "
+                f"{config.dataset} (it is a subset, such as the CIFAR-100 mini subset), so "
+                f"the recipe's val_examples={recipe_val} leaves no training data. Pass "
+                "--scale_to_data to scale the validation split to the data in the recipe's "
+                f"proportion ({recipe_val / expected:.0%}; such runs are marked 'mini "
+                f"subset, not comparable'), or point --data_dir at the complete {config.dataset}."
+            )
+        return None
+    # Exact integer rounding of recipe_val * held / expected; at least 1 image if any.
+    val = (recipe_val * held + expected // 2) // expected
+    val = max(val, 1) if recipe_val else 0
+    if val >= held:
+        raise ConfigError(
+            f"{result_id}: the data in {config.data_dir} holds only {held} training images: "
+            f"too few for a validation split of the recipe's proportion ({val}). Use a "
+            "larger data folder."
+        )
+    config.val_examples = val
+    return {"held": held, "expected": expected, "val_examples": val,
+            "recipe_val_examples": recipe_val}  # fmt: skip
 
 
 def plan(
@@ -254,25 +305,47 @@ def plan(
     budget: float = 1.0,
     data_fraction: float = 1.0,
     data_dir: str = "",
+    scale_to_data: bool = False,
 ) -> list[Run]:
-    """Every (result, seed) run, built first so a broken recipe stops before training."""
+    """Every (result, seed) run, built first so a broken recipe stops before training.
+
+    Each data folder's training images are counted once (fit_to_data)."""
     if seeds < 1:
         raise ConfigError(f"--seeds={seeds}: give at least 1 seed (default 3).")
     reduced = budget < 1 or data_fraction < 1
     suffix = f"__budget{budget:g}_data{data_fraction:g}" if reduced else ""
+    held: dict[tuple, int | None] = {}
     runs: list[Run] = []
     for result in results:
         for k in range(seeds):
             config = result_config(result, k, budget, data_fraction, data_dir)
-            directory = os.path.join(workdir, result.id + suffix, f"seed_{config.seed}")
+            scaled = fit_to_data(result.id, config, scale_to_data, _held(config, held))
+            name = result.id + suffix + (f"__scaled_to_{scaled['held']}" if scaled else "")
+            directory = os.path.join(workdir, name, f"seed_{config.seed}")
             twin = next(
                 (r for r in runs if _same_recipe(r.config.to_dict(), config.to_dict())), None
             )
             if twin is not None:
-                runs.append(Run(result, config.seed, config, twin.directory, twin.result.id))
+                directory, shared = twin.directory, twin.result.id
             else:
-                runs.append(Run(result, config.seed, config, directory))
+                shared = ""
+            runs.append(Run(result, config.seed, config, directory, shared, scaled))
     return runs
+
+
+def _held(config: ml_collections.ConfigDict, cache: dict[tuple, int | None]) -> int | None:
+    """sources.held_train_examples, once per data folder and class subset; None where the
+    folder holds another data set or unreadable files (the run then reports them)."""
+    key = tuple(
+        _norm(config.get(k)) for k in ("data_source", "data_dir", "dataset", "label_type",
+                                       "class_subset", "allow_partial_train_files")
+    )  # fmt: skip
+    if key not in cache:
+        try:
+            cache[key] = sources.held_train_examples(config)
+        except DataError:
+            cache[key] = None
+    return cache[key]
 
 
 def finished(run: Run) -> dict[str, Any] | None:
@@ -346,32 +419,38 @@ def run_all(runs: list[Run], estimates: dict[str, float] | None = None) -> None:
             done.setdefault(run.result.id, []).append(run_seconds(outcome["results"]))
 
 
-def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, Any]]:
+def estimate(
+    runs: list[Run],
+    steps: int,
+    workdir: str,
+    known: dict[str, dict[str, Any]] | None = None,
+    save: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Times ``steps`` real train steps of each result without a finished run and scales
-    to its full recipe: steps of training only (validation and test passes add a few %)."""
+    to its full recipe: steps of training only (validation and test passes add a few %).
+
+    Results in ``known`` (earlier estimates) are kept, and their timings reused for results
+    of the same net and batch; ``save`` gets every estimate as soon as it is made, so a
+    stopped --estimate keeps what it timed and a rerun times only the rest."""
     from cifar_jax import train
 
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = dict(known or {})
     timed: dict[tuple, dict[str, Any]] = {}  # one timing per net and batch size
+    for row in out.values():
+        if row.get("throughput_key") and row.get("images_per_second"):
+            timed.setdefault(_hashable(row["throughput_key"]), {
+                "train_images_per_second": row["images_per_second"],
+                "steps": row["timed_steps"], "cpu": row.get("cpu"),
+                "device_kind": row.get("device_kind"), "commit": row.get("commit"),
+            })  # fmt: skip
     for run in runs:
         if run.result.id in out or finished(run) is not None:
             continue
         config = ml_collections.ConfigDict(run.config.to_dict())
-        full_steps = recipe_steps(config)
-        key = tuple(_norm(config[k]) for k in _THROUGHPUT_KEYS)
-        key = tuple(tuple(k) if isinstance(k, list) else k for k in key)
+        full_steps = recipe_steps(config, run.scaled["held"] if run.scaled else None)
+        key = _hashable([config[k] for k in _THROUGHPUT_KEYS])
         if key not in timed:
-            # Synthetic images of CIFAR's shape through the real pipeline and train step:
-            # the same step cost, without loading and testing on the real data each time.
-            config.num_train_steps = min(steps, full_steps)
-            config.log_every_steps = config.num_train_steps
-            config.data_source = "synthetic"
-            config.class_subset = config.max_train_examples = 0
-            config.synthetic_train_examples = (
-                config.val_examples + (config.num_train_steps + 1) * config.batch_size
-            )
-            config.synthetic_test_examples = config.eval_batch_size or config.batch_size
-            config.test_checkpoint, config.early_stopping_patience = "final", 0
+            config = timing_config(config, min(steps, full_steps))
             with tempfile.TemporaryDirectory(dir=workdir) as tmp:
                 print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps",
                       flush=True)  # fmt: skip
@@ -388,8 +467,33 @@ def estimate(runs: list[Run], steps: int, workdir: str) -> dict[str, dict[str, A
             "cpu": results.get("cpu"),
             "device_kind": results.get("device_kind"),
             "commit": results.get("commit"),
+            "throughput_key": [_norm(k) for k in key],
         }
+        if save is not None:
+            save(out)
     return out
+
+
+def timing_config(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """The recipe cut to ``steps`` train steps on synthetic images of CIFAR's shape, through
+    the real pipeline and train step: the same step cost, without loading and testing on
+    the real data each time."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.num_train_steps = steps
+    config.log_every_steps = steps
+    config.data_source = "synthetic"
+    config.class_subset = config.max_train_examples = 0
+    config.synthetic_train_examples = config.val_examples + (steps + 1) * config.batch_size
+    config.synthetic_test_examples = config.eval_batch_size or config.batch_size
+    config.test_checkpoint, config.early_stopping_patience = "final", 0
+    # The schedule's shape does not change a step's cost, and a warmup longer than the
+    # timed steps (report 001's optimizer rows warm up for an epoch) would stop the timing.
+    config.warmup_epochs = 0.0
+    return config
+
+
+def _hashable(values: list[Any] | tuple[Any, ...]) -> tuple:
+    return tuple(tuple(v) if isinstance(v, list | tuple) else v for v in values)
 
 
 # What a train step's speed depends on; results that share these share one timing.
@@ -399,12 +503,13 @@ _THROUGHPUT_KEYS = (
 )  # fmt: skip
 
 
-def recipe_steps(config: ml_collections.ConfigDict) -> int:
-    """Optimizer steps of the full recipe: epochs x full batches of the training split."""
+def recipe_steps(config: ml_collections.ConfigDict, held: int | None = None) -> int:
+    """Optimizer steps of the full recipe: epochs x full batches of the training split
+    (of the ``held`` training images where the data is a subset, else the source's)."""
     if config.num_train_steps:
         return int(config.num_train_steps)
     classes = 100 if config.dataset == "cifar100" else 10
-    total = (
+    total = held or (
         (config.synthetic_train_examples if config.data_source == "synthetic" else 50_000)
         * (config.class_subset or classes)
         // classes
@@ -444,7 +549,13 @@ def summarize(
             for r in mine
             if os.path.exists(os.path.join(r.directory, "error.txt"))
         ]
-        config = mine[0].config
+        config, scaled = mine[0].config, mine[0].scaled
+        command = (
+            f"python -m cifar_jax.reproduce --workdir={shlex.quote(workdir)} "
+            f"--results={result.id} --seeds={seeds}"
+        )
+        if scaled:
+            command += f" --scale_to_data --data_dir={shlex.quote(config.data_dir)}"
         row: dict[str, Any] = {
             "id": result.id,
             "report": result.report,
@@ -459,8 +570,8 @@ def summarize(
             "runs": len(done),
             "seeds_planned": len(mine),
             "reduced": reduced,
-            "command": f"python -m cifar_jax.reproduce --workdir={shlex.quote(workdir)} "
-            f"--results={result.id} --seeds={seeds}",
+            "scaled_to_data": scaled,
+            "command": command,
             "shared_with": sorted({r.shared_with for r in mine if r.shared_with}),
             "failed": failed,
         }
@@ -482,19 +593,24 @@ def summarize(
                     "difference": None if mean is None else _difference(mean, result.reported),
                     "trainable_params": done[0]["trainable_params"],
                     "epochs": done[0]["epochs"],
+                    # Early stopping ends seeds at different epochs.
+                    "epochs_per_seed": [d["epochs"] for d in done],
                     "seconds_per_run": sum(run_seconds(d) for d in done) / len(done),
                     "resumed_runs": sum(1 for d in done if d.get("resumed_from_step")),
                     "cpu": sorted({d.get("cpu") or "not recorded" for d in done}),
                     "device_kind": sorted({d.get("device_kind") or "not recorded" for d in done}),
                     "commit": sorted({d.get("commit") or "not recorded" for d in done}),
                     # The data here is smaller than the report's (e.g. CIFAR-100 mini).
-                    "comparable": not reduced and not short,
+                    "comparable": not reduced and not short and not scaled,
                     "test_examples": done[0].get("test_examples"),
                 }
             )
-            if short:
-                row["note"] = (row["note"] + "; " if row["note"] else "") + (
-                    f"{_MINI}: {short[0]} test images, not the report's split: not comparable"
+            if scaled:
+                row["note"] = _add(row["note"], _scaled_note(scaled, done[0].get("test_examples")))
+            elif short:
+                row["note"] = _add(
+                    row["note"],
+                    f"{_MINI}: {short[0]} test images, not the report's split: not comparable",
                 )
         else:
             from cifar_jax.commands import summary as summary_lib
@@ -515,6 +631,29 @@ def summarize(
     }
 
 
+def _add(note: str, more: str) -> str:
+    return f"{note}; {more}" if note else more
+
+
+def _scaled_note(scaled: dict[str, int], test_examples: int | None) -> str:
+    """What a --scale_to_data run trained on, next to the recipe's split."""
+    val, held = scaled["val_examples"], scaled["held"]
+    recipe_val, expected = scaled["recipe_val_examples"], scaled["expected"]
+    test = f" / {test_examples:,} test" if test_examples else ""
+    return (
+        f"{_MINI}, not comparable: {held - val:,} train / {val:,} val{test} images "
+        f"(validation split scaled from the recipe's {expected - recipe_val:,} / "
+        f"{recipe_val:,}, the same {recipe_val / expected:.0%})"
+    )
+
+
+def _epochs(row: dict[str, Any]) -> str:
+    """The epochs trained: one number, or the range over seeds where early stopping ended
+    them apart."""
+    low, high = min(row["epochs_per_seed"]), max(row["epochs_per_seed"])
+    return f"{low:g}" if low == high else f"{low:g}-{high:g}"
+
+
 def _reported(row: dict[str, Any]) -> str:
     r = row["reported"]
     return f"{r[0]:g}-{r[1]:g}" if isinstance(r, list) else f"{r:.2f}"
@@ -528,6 +667,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
             f"**Reduced run** (budget={summary['budget']:g} of each recipe's epochs, "
             f"data_fraction={summary['data_fraction']:g} of its training images): these "
             "numbers check that the recipes run; they are **not reproductions** and are not "
+            "compared with the reports.",
+            "",
+        ]
+    if any(row.get("scaled_to_data") for row in summary["rows"]):
+        lines += [
+            '**Scaled to the data** (`--scale_to_data`): the rows marked "mini subset, not '
+            'comparable" trained on a data folder that holds a subset of the data set, with '
+            "each recipe's validation split scaled to it in the recipe's proportion. They show "
+            "that the recipes run end to end; they are **not reproductions** and are not "
             "compared with the reports.",
             "",
         ]
@@ -562,25 +710,22 @@ def to_markdown(summary: dict[str, Any]) -> str:
         if row["reduced"]:
             diff = "reduced, not compared"
         elif not row["comparable"]:
-            diff = "not comparable"
+            diff = "mini subset, not comparable"
         else:
             diff = f"{row['difference']:+.2f}"
         note = row["note"]
         if row["runs"] < row["seeds_planned"]:
-            note = (note + "; " if note else "") + f"{row['runs']} of {row['seeds_planned']} seeds"
+            note = _add(note, f"{row['runs']} of {row['seeds_planned']} seeds")
         if row["resumed_runs"]:
-            note = (note + "; " if note else "") + (
-                f"{row['resumed_runs']} run(s) resumed: their time is the last segment's"
+            note = _add(
+                note, f"{row['resumed_runs']} run(s) resumed: their time is the last segment's"
             )
         if row["failed"]:
-            note = (note + "; " if note else "") + (
-                f"{len(row['failed'])} run(s) FAILED: {row['failed'][0][:100]}"
-            )
+            note = _add(note, f"{len(row['failed'])} run(s) FAILED: {row['failed'][0][:100]}")
         if row["shared_with"]:
-            note = (note + "; " if note else "") + f"same runs as {', '.join(row['shared_with'])}"
+            note = _add(note, f"same runs as {', '.join(row['shared_with'])}")
         lines.append(
-            head + f"| {ours} | {diff} | {row['epochs']:g} | {_hms(row['seconds_per_run'])} "
-            f"| {note} |"
+            head + f"| {ours} | {diff} | {_epochs(row)} | {_hms(row['seconds_per_run'])} | {note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -609,9 +754,21 @@ _BUDGET = flags.DEFINE_float("budget", 1.0, "Fraction of each recipe's epochs (r
 _DATA_FRACTION = flags.DEFINE_float("data_fraction", 1.0, "Fraction of the training images.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Data folder for every run ('' = the config's).")
 _LIST = flags.DEFINE_bool("list", False, "List the results and exit.")
-_ESTIMATE = flags.DEFINE_bool("estimate", False, "Time the results without finished runs.")
+_ESTIMATE = flags.DEFINE_bool(
+    "estimate",
+    False,
+    "Time the results without finished runs (saved to <workdir>/estimates.json as each is "
+    "timed; results already there are not timed again: delete it to re-time).",
+)
 _ESTIMATE_STEPS = flags.DEFINE_integer("estimate_steps", 12, "Steps timed per --estimate.")
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only write the tables from finished runs.")
+_SCALE_TO_DATA = flags.DEFINE_bool(
+    "scale_to_data",
+    False,
+    "For a data folder holding a subset of the data set (e.g. the CIFAR-100 mini subset): "
+    "scale each recipe's validation split to its training images in the recipe's proportion. "
+    "Such runs get their own folders and are marked 'mini subset, not comparable'.",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -626,7 +783,7 @@ def main(argv: list[str]) -> None:
         results = select(_RESULTS.value)
         workdir = workdir_lib.prepare(_WORKDIR.value)
         runs = plan(results, _SEEDS.value, workdir, _BUDGET.value, _DATA_FRACTION.value,
-                    _DATA_DIR.value)  # fmt: skip
+                    _DATA_DIR.value, _SCALE_TO_DATA.value)  # fmt: skip
         for run in runs:
             config_base.validate_config(run.config)
         cli.prepare_process(runs[0].config)
@@ -644,8 +801,10 @@ def _run_and_summarize(runs: list[Run], workdir: str) -> None:
         with open(estimates_path, encoding="utf-8") as f:
             estimates = json.load(f)
     if _ESTIMATE.value:
-        estimates.update(estimate(runs, _ESTIMATE_STEPS.value, workdir))
-        workdir_lib.write_json_atomic(estimates_path, estimates)
+        estimates = estimate(
+            runs, _ESTIMATE_STEPS.value, workdir, estimates,
+            lambda done: workdir_lib.write_json_atomic(estimates_path, done),
+        )  # fmt: skip
     elif not _SUMMARIZE.value:
         started = time.time()
         run_all(runs, {k: v["estimated_seconds"] for k, v in estimates.items()

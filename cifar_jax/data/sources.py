@@ -183,6 +183,31 @@ def expected_train_examples(config) -> int | None:
     return subset * _TRAIN_PER_CLASS[(config.dataset, config.label_type)]
 
 
+def held_train_examples(config) -> int | None:
+    """The training images the config's data really holds (after class_subset, before the
+    validation split), counted in the files under ``data_dir``: a folder may hold fewer
+    than the official release (e.g. the CIFAR-100 mini subset), which
+    :func:`expected_train_examples` cannot see without reading it.
+
+    The source's definition for synthetic and TFDS data; None when no release of the
+    dataset is under ``data_dir`` yet (a run would download the official one). Reads the
+    training files once: call it once per data folder, not per run.
+    """
+    dataset, label_type = config.dataset, config.label_type
+    classes = _check_dataset(dataset, label_type)
+    if config.data_source in ("synthetic", "tfds"):
+        return expected_train_examples(config)
+    if not config.data_dir:
+        return None
+    found, _ = _find_official(config.data_dir, dataset)
+    if found is None:
+        return None
+    train, _, _, _ = _read_found(
+        found, label_type, bool(config.get("allow_partial_train_files", False))
+    )
+    return int(np.count_nonzero(train.labels < (int(config.class_subset) or classes)))
+
+
 def _check_labels(labels: np.ndarray, num_classes: int, where: str, fix: str) -> None:
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
