@@ -332,13 +332,11 @@ def describe(run: LoadedRun, fmt: str, platforms: Sequence[str] | None = None) -
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
+    from cifar_jax import workdir as workdir_lib
+
     try:
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        workdir_lib.write_bytes_atomic(path, data)
     except OSError as e:
         raise CifarJaxError(f"cannot write {path}: {e}. Pass an --out in a writable folder.") from e
 

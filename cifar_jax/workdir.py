@@ -90,17 +90,23 @@ def write_errors(what: str, path: str, kept: str = "") -> Iterator[None]:
         ) from e
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes JSON to a temporary file and renames it, so a reader never sees half a file."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to a temporary file and renames it, so a reader never sees half a
+    file."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=str)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes JSON atomically (:func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, json.dumps(obj, indent=2, default=str).encode("utf-8"))
 
 
 def read_json_object(path: str, fix: str) -> dict[str, Any]:
