@@ -109,8 +109,9 @@ def test_train_loop_counts_the_device_idle_while_data_is_late():
 
 def test_seed_models_are_the_config_files():
     names = bench.seed_models()
-    # The 15 report models and airbench94 (docs/fast.md).
-    assert len(names) == 16 and "lenet" in names and "airbench94" in names
+    # The 15 report models and the two fast recipes of docs/fast.md; no sweep configs.
+    assert len(names) == 17 and "lenet" in names and "sweeps" not in names
+    assert {"airbench94", "airbench94_muon"} <= set(names)
     assert bench.load_config("resnet").model == "resnet"
 
 
