@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,14 +67,26 @@ def straight(tmp_path_factory) -> dict:
     return results(workdir)
 
 
+@pytest.fixture(scope="module")
+def eight_steps_on_one_device(tmp_path_factory) -> Path:
+    """Steps 1-8 on one device: the first half of two tests (each resumes a copy)."""
+    workdir = tmp_path_factory.mktemp("one_device") / "run"
+    train(workdir, 8)
+    return workdir
+
+
 @pytest.mark.parametrize(
     "first, then",
     [((8, 1), (1, 1)), ((1, 1), (4, 1)), ((2, 2), (1, 1))],
     ids=["8_devices_to_1", "1_device_to_4", "2_processes_to_1"],
 )
-def test_resume_on_another_machine_shape(tmp_path, straight, first, then):
+def test_resume_on_another_machine_shape(tmp_path, straight, first, then, request):
     (devices, processes), (devices2, processes2) = first, then
-    train(tmp_path, 8, devices, processes)
+    if first == (1, 1):
+        shutil.copytree(request.getfixturevalue("eight_steps_on_one_device"), tmp_path,
+                        dirs_exist_ok=True)  # fmt: skip
+    else:
+        train(tmp_path, 8, devices, processes)
     assert results(tmp_path)["num_devices"] == devices
     out = train(tmp_path, 16, devices2, processes2)
     assert "Resumed from checkpoint at step 8" in out.stdout
@@ -87,8 +100,8 @@ def test_resume_on_another_machine_shape(tmp_path, straight, first, then):
     np.testing.assert_allclose(resumed["test_loss"], straight["test_loss"], rtol=1e-3)
 
 
-def test_same_shape_resume_says_nothing_about_shape(tmp_path):
-    train(tmp_path, 8)
+def test_same_shape_resume_says_nothing_about_shape(tmp_path, eight_steps_on_one_device):
+    shutil.copytree(eight_steps_on_one_device, tmp_path, dirs_exist_ok=True)
     out = train(tmp_path, 16)
     assert "Resumed from checkpoint at step 8" in out.stdout
     assert "machine shape changed" not in out.stdout
