@@ -35,9 +35,15 @@ if CHOICE is not None:
 # One XLA compilation cache for the session and every subprocess it starts (they inherit
 # os.environ): many tests train the same tiny models in fresh interpreters, and on 2 cores
 # most of such a run is compiling. The folder is new per session, so every program is
-# still compiled at least once per run; CIFAR_JAX_TEST_COMPILE_CACHE=0 turns it off.
+# still compiled at least once per run; CIFAR_JAX_TEST_COMPILE_CACHE=0 turns it off. CPU
+# sessions only: XLA:CPU compiles a program to the same code every time, while a GPU
+# compile autotunes, and two runs sharing one executable could hide that they differ.
 COMPILE_CACHE = ""
-if os.environ.get("CIFAR_JAX_TEST_COMPILE_CACHE", "1") != "0":
+if (
+    CHOICE is not None
+    and not CHOICE.accelerator
+    and os.environ.get("CIFAR_JAX_TEST_COMPILE_CACHE", "1") != "0"
+):
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         COMPILE_CACHE = tempfile.mkdtemp(prefix="cifar_jax_test_xla_cache_")
         os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILE_CACHE
