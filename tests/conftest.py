@@ -8,7 +8,9 @@ also on a machine with a GPU, unless ``CIFAR_JAX_TEST_PLATFORM`` asks for an acc
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import platforms
@@ -29,6 +31,32 @@ if CHOICE is not None:
 
         if not runtime.backend_started():
             sys.modules["jax"].config.update("jax_platforms", CHOICE.jax_platforms)
+
+# One XLA compilation cache for the session and every subprocess it starts (they inherit
+# os.environ): many tests train the same tiny models in fresh interpreters, and on 2 cores
+# most of such a run is compiling. The folder is new per session, so every program is
+# still compiled at least once per run; CIFAR_JAX_TEST_COMPILE_CACHE=0 turns it off. CPU
+# sessions only: XLA:CPU compiles a program to the same code every time, while a GPU
+# compile autotunes, and two runs sharing one executable could hide that they differ.
+COMPILE_CACHE = ""
+if (
+    CHOICE is not None
+    and not CHOICE.accelerator
+    and os.environ.get("CIFAR_JAX_TEST_COMPILE_CACHE", "1") != "0"
+):
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        COMPILE_CACHE = tempfile.mkdtemp(prefix="cifar_jax_test_xla_cache_")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILE_CACHE
+    # Every program: the tiny test models compile in well under JAX's 1 s threshold.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if "jax" in sys.modules:  # imported before this file (by a plugin): tell its config too
+        sys.modules["jax"].config.update(
+            "jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"]
+        )
+        sys.modules["jax"].config.update(
+            "jax_persistent_cache_min_compile_time_secs",
+            float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,8 +84,17 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if COMPILE_CACHE:
+        shutil.rmtree(COMPILE_CACHE, ignore_errors=True)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"test platform: {CHOICE.reason if CHOICE else CHOICE_ERROR}"
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR", "off")
+    return [
+        f"test platform: {CHOICE.reason if CHOICE else CHOICE_ERROR}",
+        f"XLA compilation cache: {cache}",
+    ]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

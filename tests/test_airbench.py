@@ -60,21 +60,33 @@ def test_param_count_is_airbench94s():
     assert sum(p.numel() for p in net.parameters()) == 1_972_792
 
 
-def test_output_shape_and_logit_scale():
-    model = models.build_model(_airbench_config(widths=(8, 16, 16)), 10)
+@pytest.fixture(scope="module")
+def tiny_net():
+    """airbench94 at widths (8, 16, 16): model, optimizer, and its seed-0 train state
+    without data init (initializing compiles for ~15 s on 2 cores: done once)."""
+    config = _airbench_config(widths=(8, 16, 16))
+    model = models.build_model(config, 10)
+    tx = optim.create_optimizer(config, optax.constant_schedule(0.1), 476, 48)
+    replicated = NamedSharding(parallel.create_mesh(), P())
+    return model, tx, replicated, steps.create_train_state(model, tx, 0, replicated)
+
+
+def test_output_shape_and_logit_scale(tiny_net):
+    model, _, _, state = tiny_net
     x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(0), x)
-    logits = model.apply(variables, x)
+    both = jax.jit(
+        lambda v, x: (model.apply(v, x), model.clone(logit_scale=1.0).apply(v, x))
+    )  # one compile, not one per op
+    logits, unscaled = both(state.variables(), x)
     assert logits.shape == (4, 10)
-    unscaled = model.clone(logit_scale=1.0).apply(variables, x)
     np.testing.assert_allclose(logits * 9, unscaled, rtol=1e-5, atol=1e-6)
 
 
 def test_dirac_init_passes_the_first_channels_through():
     conv = layers.conv(12, 3, in_features=5, padding=1, use_bias=False, dirac=True)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 5))
-    variables = conv.init(jax.random.key(1), x)
-    y = conv.apply(variables, x)
+    variables = jax.jit(conv.init)(jax.random.key(1), x)  # one compile, not one per op
+    y = jax.jit(conv.apply)(variables, x)
     np.testing.assert_allclose(y[..., :5], x, atol=1e-6)
     # The other filters keep torch's uniform init: not zero, within 1/sqrt(fan_in).
     rest = variables["params"]["kernel"][..., 5:]
@@ -127,12 +139,9 @@ def test_whitening_kernel_matches_airbench():
     np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-3)
 
 
-def test_train_state_uses_the_data_init_and_lookahead_start():
-    config = _airbench_config(widths=(8, 16, 16))
-    model = models.build_model(config, 10)
-    tx = optim.create_optimizer(config, optax.constant_schedule(0.1), 476, 48)
+def test_train_state_uses_the_data_init_and_lookahead_start(tiny_net):
+    model, tx, replicated, plain = tiny_net
     images = np.random.default_rng(0).normal(size=(16, 32, 32, 3)).astype(np.float32)
-    replicated = NamedSharding(parallel.create_mesh(), P())
     state = steps.create_train_state(model, tx, 0, replicated, init_images=images, lookahead=True)
     np.testing.assert_allclose(
         state.params["whiten"]["kernel"], airbench.whitening_kernel(images), rtol=1e-6
@@ -140,7 +149,6 @@ def test_train_state_uses_the_data_init_and_lookahead_start():
     np.testing.assert_array_equal(
         state.lookahead["params"]["whiten"]["kernel"], state.params["whiten"]["kernel"]
     )
-    plain = steps.create_train_state(model, tx, 0, replicated)
     assert plain.lookahead is None
     assert not np.allclose(plain.params["whiten"]["kernel"], state.params["whiten"]["kernel"])
 
@@ -316,6 +324,8 @@ TINY_RECIPE = dict(
 
 
 def _tiny_recipe(**overrides) -> ml_collections.ConfigDict:
+    """12 steps (3 epochs) for every test here: the same schedule, so one compiled train
+    step serves them all (the compilation cache, tests/conftest.py)."""
     return _airbench_config(
         **{**TINY_RECIPE, "num_train_steps": 12, "warmup_epochs": 1.0, **overrides}
     )
@@ -331,8 +341,13 @@ def test_tiny_recipe_trains_with_frozen_parts_and_tta(tmp_path):
     manager = checkpoint.create_manager(str(tmp_path), 3)
     model = models.build_model(config, 10)
     tx = optim.create_optimizer(config, optax.constant_schedule(0.1), 12, 4)
-    template = steps.create_train_state(
-        model, tx, config.seed, NamedSharding(parallel.create_mesh(), P()), lookahead=True
+    replicated = NamedSharding(parallel.create_mesh(), P())
+    # Shapes and shardings to restore into: a real initial state would compile the init.
+    abstract = jax.eval_shape(
+        lambda: steps.create_train_state(model, tx, config.seed, replicated, lookahead=True)
+    )
+    template = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract
     )
     _, final, _ = checkpoint.restore_latest(manager, template)
     manager.close()
@@ -345,7 +360,7 @@ def test_tiny_recipe_trains_with_frozen_parts_and_tta(tmp_path):
 
 
 def test_target_accuracy_stops_early_and_reports_time(tmp_path):
-    config = _tiny_recipe(target_accuracy=0.01, num_train_steps=16)
+    config = _tiny_recipe(target_accuracy=0.01)
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["target_reached"] is True
     assert results["target_split"] == "test" and results["target_epoch"] == 1
@@ -359,7 +374,7 @@ def test_target_accuracy_stops_early_and_reports_time(tmp_path):
 
 
 def test_target_accuracy_not_reached_is_reported(tmp_path):
-    config = _tiny_recipe(target_accuracy=0.999, num_train_steps=8)
+    config = _tiny_recipe(target_accuracy=0.999)
     results = train.train_and_evaluate(config, str(tmp_path))
-    assert results["target_reached"] is False and results["steps"] == 8
+    assert results["target_reached"] is False and results["steps"] == 12
     assert "time_to_target_seconds" not in results

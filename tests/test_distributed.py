@@ -37,19 +37,33 @@ def _launch(workdir: Path, nproc: int) -> dict:
     return json.loads((workdir / "results.json").read_text())
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def one_process_run(tmp_path_factory) -> Path:
+    """The 1-process run of ARGS through launch.sh, trained once per session: the
+    reference of this file and of tests/test_launch.py's cluster paths."""
+    if "one" not in _SHARED:
+        workdir = tmp_path_factory.mktemp("one_process") / "run"
+        _launch(workdir, 1)
+        _SHARED["one"] = workdir
+    return _SHARED["one"]
+
+
 def _train_losses(workdir: Path) -> list[float]:
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if r.get("split") == "train"]
 
 
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process(tmp_path, tmp_path_factory):
     # A model with BatchNorm and dropout: BN statistics must span the global batch and the
     # dropout masks must not depend on how the batch is split.
-    one = _launch(tmp_path / "one", 1)
+    one_dir = one_process_run(tmp_path_factory)
+    one = json.loads((one_dir / "results.json").read_text())
     two = _launch(tmp_path / "two", 2)
     assert one["num_processes"] == 1 and two["num_processes"] == 2
     assert two["num_devices"] == 2
-    np.testing.assert_allclose(_train_losses(tmp_path / "one"), _train_losses(tmp_path / "two"),
+    np.testing.assert_allclose(_train_losses(one_dir), _train_losses(tmp_path / "two"),
                                rtol=2e-4)  # fmt: skip
     assert abs(one["test_accuracy"] - two["test_accuracy"]) <= 0.011
     np.testing.assert_allclose(one["test_loss"], two["test_loss"], rtol=1e-3)

@@ -3,15 +3,18 @@
 The parameters are replicated and batch t is a function of (seed, t) alone, so a run
 continues with the same data order on any number of devices and processes. Only the order
 of the per-device partial sums changes, so the result matches an uninterrupted run up to
-float rounding, not bitwise. Each test trains 8 steps on one shape, then steps 9-16 on
-another, and compares with 16 uninterrupted steps on one device.
+float rounding, not bitwise. Each test takes a copy of 8 steps trained on one shape (a
+module fixture trains all of them), trains steps 9-16 on another, and compares with 16
+uninterrupted steps on one device.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,21 +62,53 @@ def results(workdir: Path) -> dict:
     return json.loads((workdir / "results.json").read_text())
 
 
+# The runs the tests start from, (steps, devices, processes, extra args): independent of
+# each other, so a module fixture trains them two at a time (a tiny run is mostly
+# single-threaded start-up and compiling, and CI has 2 cores). "one_device" is started
+# last: by then "straight" has put the 1-device programs in the compilation cache.
+BATCH_36 = ("--config.batch_size=36", "--config.eval_batch_size=36")
+FIRST_RUNS = {
+    "straight": (16, 1, 1, ()),  # the uninterrupted reference
+    "eight_devices": (8, 8, 1, ()),
+    "two_processes": (8, 2, 2, ()),
+    "batch_36": (8, 1, 1, BATCH_36),  # 36 splits over 1 device, not over 8
+    "one_device": (8, 1, 1, ()),
+}
+
+
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> dict:
-    workdir = tmp_path_factory.mktemp("straight")
-    train(workdir, 16)
-    return results(workdir)
+def first_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("first_runs")
+
+    def run(name: str) -> tuple[str, Path]:
+        steps, devices, processes, extra = FIRST_RUNS[name]
+        train(root / name, steps, devices, processes, True, *extra)
+        return name, root / name
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, FIRST_RUNS))
+
+
+def copy_of(first_runs: dict[str, Path], name: str, workdir: Path) -> Path:
+    """A private copy of a first run, to resume (its checkpoints at steps 4 and 8)."""
+    shutil.copytree(first_runs[name], workdir, dirs_exist_ok=True)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def straight(first_runs) -> dict:
+    return results(first_runs["straight"])
 
 
 @pytest.mark.parametrize(
     "first, then",
-    [((8, 1), (1, 1)), ((1, 1), (4, 1)), ((2, 2), (1, 1))],
+    [("eight_devices", (1, 1)), ("one_device", (4, 1)), ("two_processes", (1, 1))],
     ids=["8_devices_to_1", "1_device_to_4", "2_processes_to_1"],
 )
-def test_resume_on_another_machine_shape(tmp_path, straight, first, then):
-    (devices, processes), (devices2, processes2) = first, then
-    train(tmp_path, 8, devices, processes)
+def test_resume_on_another_machine_shape(tmp_path, first_runs, straight, first, then):
+    _, devices, processes, _ = FIRST_RUNS[first]
+    devices2, processes2 = then
+    copy_of(first_runs, first, tmp_path)
     assert results(tmp_path)["num_devices"] == devices
     out = train(tmp_path, 16, devices2, processes2)
     assert "Resumed from checkpoint at step 8" in out.stdout
@@ -87,15 +122,17 @@ def test_resume_on_another_machine_shape(tmp_path, straight, first, then):
     np.testing.assert_allclose(resumed["test_loss"], straight["test_loss"], rtol=1e-3)
 
 
-def test_same_shape_resume_says_nothing_about_shape(tmp_path):
-    train(tmp_path, 8)
+def test_same_shape_resume_says_nothing_about_shape(tmp_path, first_runs):
+    copy_of(first_runs, "one_device", tmp_path)
     out = train(tmp_path, 16)
     assert "Resumed from checkpoint at step 8" in out.stdout
     assert "machine shape changed" not in out.stdout
 
 
-def test_batch_the_new_shape_cannot_split_stops_before_touching_the_checkpoints(tmp_path):
-    train(tmp_path, 8, 1, 1, True, "--config.batch_size=36", "--config.eval_batch_size=36")
+def test_batch_the_new_shape_cannot_split_stops_before_touching_the_checkpoints(
+    tmp_path, first_runs
+):
+    copy_of(first_runs, "batch_36", tmp_path)
 
     def digest() -> str:
         h = hashlib.sha256()
@@ -105,8 +142,7 @@ def test_batch_the_new_shape_cannot_split_stops_before_touching_the_checkpoints(
         return h.hexdigest() + (tmp_path / "results.json").read_text()
 
     before = digest()
-    out = train(tmp_path, 16, 8, 1, False, "--config.batch_size=36",
-                "--config.eval_batch_size=36")  # fmt: skip
+    out = train(tmp_path, 16, 8, 1, False, *BATCH_36)
     assert out.returncode == 1
     assert "batch_size=36 cannot be split evenly over the 8 devices" in out.stderr
     assert "Resumed" not in out.stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_distributed import ARGS, _train_losses
+from test_distributed import ARGS, _train_losses, one_process_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,14 +89,9 @@ def _free_slurm_job_id() -> int:
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("one") / "run"
-    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    one = subprocess.run(["bash", str(REPO / "launch.sh"), "--nproc", "1", "--", *ARGS,
-                          f"--workdir={workdir}"], env=env, capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    return workdir
+    """launch.sh --nproc 1 with ARGS: the run test_distributed.py compares with (trained
+    once per session, by whichever file asks first)."""
+    return one_process_run(tmp_path_factory)
 
 
 @pytest.mark.parametrize("how", ["coordinator", "slurm"])

@@ -110,6 +110,22 @@ def finished(tmp_path, straight_dir) -> Path:
     return tmp_path / "run"
 
 
+@pytest.fixture(scope="module")
+def killed_dir(tmp_path_factory) -> Path:
+    """A run killed (-9) once it had committed 3 checkpoints: three tests start from a
+    copy of it (resume as is, with the latest corrupted, with all corrupted)."""
+    workdir = tmp_path_factory.mktemp("killed") / "run"
+    assert start_and_stop(workdir, signal.SIGKILL, 3).returncode == -signal.SIGKILL
+    return workdir
+
+
+@pytest.fixture
+def killed(tmp_path, killed_dir) -> Path:
+    """A private copy of the killed run (its stale lock included)."""
+    shutil.copytree(killed_dir, tmp_path / "run")
+    return tmp_path / "run"
+
+
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_saves_and_the_rerun_resumes_exactly(tmp_path, straight, how):
     """Preemption (SIGTERM, exit 143) and Ctrl-C (SIGINT, exit 130) through the real CLI."""
@@ -128,10 +144,14 @@ def test_signal_saves_and_the_rerun_resumes_exactly(tmp_path, straight, how):
 
 @pytest.mark.parametrize("checkpoints_before_kill", [1, 3])
 def test_kill_9_at_several_points_resumes_bitwise_identical(
-    tmp_path, straight, checkpoints_before_kill
+    tmp_path, straight, checkpoints_before_kill, request
 ):
-    proc = start_and_stop(tmp_path, signal.SIGKILL, checkpoints_before_kill)
-    assert proc.returncode == -signal.SIGKILL
+    if checkpoints_before_kill == 3:
+        tmp_path = request.getfixturevalue("killed")
+    else:
+        proc = start_and_stop(tmp_path, signal.SIGKILL, checkpoints_before_kill)
+        assert proc.returncode == -signal.SIGKILL
+    assert len(committed(tmp_path)) >= checkpoints_before_kill
     run_main(tmp_path)
     assert results(tmp_path)["state_sha256"] == straight["state_sha256"]
 
@@ -142,8 +162,8 @@ def _corrupt(checkpoint_dir: Path) -> None:
             path.write_bytes(b"\x00garbage" * 8)
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, straight):
-    start_and_stop(tmp_path, signal.SIGKILL, 3)
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(killed, straight):
+    tmp_path = killed
     steps = committed(tmp_path)
     _corrupt(tmp_path / "checkpoints" / str(steps[-1]))
     out = run_main(tmp_path)
@@ -156,8 +176,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, stra
     )
 
 
-def test_all_checkpoints_corrupt_stops_without_touching_them(tmp_path):
-    start_and_stop(tmp_path, signal.SIGKILL, 2)
+def test_all_checkpoints_corrupt_stops_without_touching_them(killed):
+    tmp_path = killed
     for step in committed(tmp_path):
         _corrupt(tmp_path / "checkpoints" / str(step))
     before = tree_digest(tmp_path / "checkpoints")
@@ -254,9 +274,11 @@ def test_second_run_on_a_live_workdir_stops_at_once_and_a_killed_ones_lock_is_ta
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert (tmp_path / ".cifar_jax.lock").exists()  # kill -9 leaves the lock behind
-    third = run_main(tmp_path, *longer)
+    # The third run finishes one epoch past the last checkpoint, not the first run's 60.
+    last = committed(tmp_path)[-1]
+    third = run_main(tmp_path, *longer, f"--config.num_train_steps={last + 16}")
     assert "took over the lock" in third.stdout
     assert f"process {first.pid} on this host is no longer running" in third.stdout
-    assert "Resumed from checkpoint" in third.stdout
-    assert results(tmp_path)["steps"] == 60 * 16
+    assert f"Resumed from checkpoint at step {last}" in third.stdout
+    assert results(tmp_path)["steps"] == last + 16
     assert not (tmp_path / ".cifar_jax.lock").exists()
