@@ -270,13 +270,18 @@ def build_abstract(
     """The run of ``config`` without reading data or checking batch sizes against this
     machine's devices: the state is abstract
     (``jax.ShapeDtypeStruct`` leaves with their shardings), an epoch is
-    ``ABSTRACT_STEPS_PER_EPOCH`` steps, and mean / std default to 0.5 (they are constants
-    of the steps, not part of their shapes). For lowering steps and restoring checkpoints.
+    ``ABSTRACT_STEPS_PER_EPOCH`` steps (1 when the config sets num_train_steps), and
+    mean / std default to 0.5 (they are constants of the steps, not part of their
+    shapes). For lowering steps and restoring checkpoints.
     """
     half = np.full(3, 0.5, np.float32)
     mean = half if mean is None else mean
     std = half if std is None else std
-    per_epoch = ABSTRACT_STEPS_PER_EPOCH
+    # With a step budget, one step per epoch: every epoch-length field (warmup, a group's
+    # trainable_epochs) then spans as few steps as any real epoch length gives it, so a
+    # schedule the real run accepted is accepted here too (100 steps per epoch made a
+    # 12-step run's 1-epoch warmup "cover the whole run").
+    per_epoch = 1 if config.num_train_steps else ABSTRACT_STEPS_PER_EPOCH
     total = max(1, int(config.num_train_steps or config.num_epochs * per_epoch))
 
     def make_state(model, tx, replicated):

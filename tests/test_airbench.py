@@ -18,7 +18,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, parallel, steps, train
+from cifar_jax import config_base, losses, models, optim, parallel, runs, steps, train
 from cifar_jax.commands.sweep import load_config_file
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench, layers
@@ -356,6 +356,12 @@ def test_tiny_recipe_trains_with_frozen_parts_and_tta(tmp_path):
     # The weights are the lookahead average after the last step.
     averaged = jax.tree.leaves(final.lookahead["params"])
     for a, b in zip(jax.tree.leaves(final.params), averaged, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The finished run loads for evaluate / predict / export: its 1-epoch warm-up in a
+    # 12-step budget once made the abstract rebuild refuse the schedule.
+    run = runs.load_run(str(tmp_path))
+    assert run.step == 12
+    for a, b in zip(jax.tree.leaves(run.state.params), jax.tree.leaves(final.params), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
