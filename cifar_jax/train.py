@@ -461,6 +461,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         # What made this number: device, CPU model and ISA, code version.
         "device_kind": jax.devices()[0].device_kind,
         "cpu": runtime.cpu_description(),
+        "convolutions": onednn.conv_backend(),
+        "half_precision": onednn.half_precision_note()[0] if config.half_precision else None,
         "commit": runtime.git_commit(),
         "dataset_source": dataset.source,
         "train_examples": len(dataset.train),

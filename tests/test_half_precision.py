@@ -210,6 +210,16 @@ print(onednn.half_precision_note())
 """
 
 
+@needs_bf16
+def test_the_note_names_the_kernel_gradients_source(monkeypatch):
+    """Runs record it (results.json "half_precision"): bf16 kernel gradients are a
+    different computation, and on a shared 2-core machine a different speed."""
+    monkeypatch.setenv("CIFAR_JAX_ONEDNN_BF16_WGRAD", "bf16")
+    assert "kernel gradients from bf16 activations" in onednn.half_precision_note()[0]
+    monkeypatch.delenv("CIFAR_JAX_ONEDNN_BF16_WGRAD")
+    assert "kernel gradients from float32 copies" in onednn.half_precision_note()[0]
+
+
 @pytest.mark.skipif(not on_cpu or not onednn.available(), reason="needs the oneDNN kernel")
 def test_a_cpu_without_bf16_keeps_bf16_convs_on_xla_and_says_it_is_slow():
     """ONEDNN_MAX_CPU_ISA=AVX2 makes this CPU look like an AVX2-only one (AMD Zen 3)."""
@@ -243,14 +253,18 @@ def _lenet_run(tmp_path, data_root, half_precision: bool) -> float:
         )
     )
     name = "bf16" if half_precision else "f32"
-    return train.train_and_evaluate(config, str(tmp_path / name))["test_accuracy"]
+    return train.train_and_evaluate(config, str(tmp_path / name))
 
 
 @pytest.mark.slow
 def test_lenet_with_half_precision_learns_as_well_as_float32(tmp_path, real_data_root):
     """Same data order, init and schedule: the bf16 run's test accuracy (10k real test
     images) is within 2 points of the float32 run's, and both learned (chance is 10%)."""
-    f32 = _lenet_run(tmp_path, real_data_root, half_precision=False)
-    bf16 = _lenet_run(tmp_path, real_data_root, half_precision=True)
+    f32_run = _lenet_run(tmp_path, real_data_root, half_precision=False)
+    bf16_run = _lenet_run(tmp_path, real_data_root, half_precision=True)
+    # results.json says what ran the bf16 convs (and nothing for a float32 run).
+    assert f32_run["half_precision"] is None and f32_run["convolutions"]
+    assert bf16_run["half_precision"].startswith("bfloat16"), bf16_run["half_precision"]
+    f32, bf16 = f32_run["test_accuracy"], bf16_run["test_accuracy"]
     assert f32 > 0.35, f32
     assert abs(bf16 - f32) <= 0.02, (bf16, f32)

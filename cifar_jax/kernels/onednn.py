@@ -322,7 +322,11 @@ def half_precision_note() -> tuple[str, bool]:
     if jax.default_backend() != "cpu":
         return f"bfloat16 on {jax.default_backend()}", False
     if bf16_available():
-        return f"bfloat16 convs through oneDNN ({bf16_info()})", False
+        wgrad = "bf16" if _bf16_kernel_grad() else "float32 copies of the"
+        return (
+            f"bfloat16 convs through oneDNN ({bf16_info()}), kernel gradients from {wgrad} "
+            "activations"
+        ), False
     return (
         f"bfloat16 on a CPU without bf16 support in oneDNN ({bf16_info()}): XLA's CPU bf16 "
         "ops convert to and from float32, so this is SLOWER than float32 here; "
