@@ -231,12 +231,18 @@ def test_conv_timing_covers_each_implementation():
     assert r["shape"] == dict(n=4, size=8, cin=3, cout=8, k=3, s=1, p=1)
     names = ["xla"] + (["onednn"] if onednn.available() else [])
     for name in names:
-        assert r[f"{name}_forward_ms"] > 0 and r[f"{name}_fwd_bwd_ms"] > 0
+        for part in ("forward", "fwd_bwd", "input_grad", "kernel_grad"):
+            assert r[f"{name}_{part}_ms"] > 0, part
         rate = r["forward_flops"] / 1e9 / (r[f"{name}_forward_ms"] / 1e3)
         assert r[f"{name}_forward_gflop_per_s"] == pytest.approx(rate, rel=0.01, abs=0.1)
     assert ("torch_forward_ms" in r) == (importlib.util.find_spec("torch") is not None)
     # 2 x (4 images x 8 x 8 outputs) x (3 x 8 channels) x 3 x 3 taps.
     assert r["forward_flops"] == 2 * 4 * 8 * 8 * 3 * 8 * 9
+    assert r["dtype"] == "float32"
+    half = bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1, dtype="bfloat16")
+    assert half["dtype"] == "bfloat16" and half["xla_kernel_grad_ms"] > 0
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1, dtype="float16")
 
 
 def test_train_step_profile_attributes_time_to_ops(tmp_path):

@@ -1,10 +1,13 @@
 """Below the whole-step benchmark: single convolutions, and where a train step's time goes.
 
     python -m cifar_jax.bench_ops convs --out=ops_out          # XLA vs oneDNN vs torch
+    python -m cifar_jax.bench_ops convs --shapes=airbench94 --dtype=bfloat16 --out=ops_out
     python -m cifar_jax.bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
 
 ``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
-512) on the CPU (also on a GPU host), forward, and forward + both gradients, as XLA's
+512; ``--shapes=airbench94``: airbench94's at 1024) on the CPU (also on a GPU host), in
+float32 or ``--dtype=bfloat16``: forward, forward + both gradients, and each gradient
+alone (where a bf16 step's time goes: docs/fast.md), as XLA's
 convolution, as the oneDNN kernel (:mod:`cifar_jax.kernels.onednn`) and, where torch is
 installed, as torch's channels_last ``Conv2d``: min over repeats, ms, and the forward's
 GFLOP/s (2 * multiply-adds / time), to compare with the machine's peak. Writes
@@ -47,6 +50,17 @@ CONV_SHAPES = (
     (128, 16, 128, 256, 1, 2, 0),  # 1x1 projection
     (128, 8, 256, 256, 3, 1, 1),
 )
+# airbench94's convs at its batch of 1024 (--shapes=airbench94; the 7x7 256->256 conv is
+# the net's fourth and fifth): the whitening stem (2x2, no padding), then each group's two.
+AIRBENCH94_CONV_SHAPES = (
+    (1024, 32, 3, 24, 2, 1, 0),
+    (1024, 31, 24, 64, 3, 1, 1),
+    (1024, 15, 64, 64, 3, 1, 1),
+    (1024, 15, 64, 256, 3, 1, 1),
+    (1024, 7, 256, 256, 3, 1, 1),
+    (1024, 3, 256, 256, 3, 1, 1),
+)
+SHAPE_SETS = {"seed": CONV_SHAPES, "airbench94": AIRBENCH94_CONV_SHAPES}
 
 
 def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -> float:
@@ -59,8 +73,10 @@ def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -
     return round(best * 1e3, 3)
 
 
-def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
-    """ms of one conv shape on the CPU: forward, and forward + input and kernel gradients.
+def time_conv(shape: tuple[int, ...], repeats: int = 5, dtype: str = "float32") -> dict[str, Any]:
+    """ms of one conv shape on the CPU: forward, forward + input and kernel gradients, and
+    each gradient alone (``input_grad_ms``, ``kernel_grad_ms``), in ``dtype`` ("float32"
+    or "bfloat16": bf16 operands, kernel gradient rounded to bf16).
 
     Pinned to the CPU backend whatever JAX's default is: the oneDNN custom call exists
     for the CPU only (lowered for a GPU default backend it fails), and the comparison is
@@ -75,10 +91,12 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5) -> dict[str, Any]:
             f"started ({e}): leave JAX_PLATFORMS unset or list cpu in it (e.g. cuda,cpu)."
         ) from e
     with jax.default_device(cpu):
-        return _time_conv_on_default_device(shape, repeats)
+        return _time_conv_on_default_device(shape, repeats, dtype)
 
 
-def _time_conv_on_default_device(shape: tuple[int, ...], repeats: int) -> dict[str, Any]:
+def _time_conv_on_default_device(
+    shape: tuple[int, ...], repeats: int, dtype: str = "float32"
+) -> dict[str, Any]:
     """:func:`time_conv` on JAX's default device; ``device``: where the convs ran."""
     import jax
     import jax.numpy as jnp
@@ -87,8 +105,10 @@ def _time_conv_on_default_device(shape: tuple[int, ...], repeats: int) -> dict[s
     from cifar_jax.kernels import onednn
 
     n, size, cin, cout, k, stride, pad = shape
-    x = jax.random.normal(jax.random.key(0), (n, size, size, cin))
-    w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype={dtype!r}: time convs in float32 or bfloat16")
+    x = jax.random.normal(jax.random.key(0), (n, size, size, cin)).astype(dtype)
+    w = (jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1).astype(dtype)
     strides, padding = (stride, stride), ((pad, pad), (pad, pad))
 
     def xla(x, w):
@@ -106,21 +126,33 @@ def _time_conv_on_default_device(shape: tuple[int, ...], repeats: int) -> dict[s
     flops = 2 * n * out_size * out_size * cin * cout * k * k  # forward: 2 x multiply-adds
     record: dict[str, Any] = {
         "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True)),
+        "dtype": dtype,
         "forward_flops": flops,
     }
     ran_on = set()
     for name, conv in convs.items():
         forward = jax.jit(conv)
-        both = jax.jit(jax.grad(lambda x, w, c=conv: jnp.sum(c(x, w) ** 2), argnums=(0, 1)))
-        record[f"{name}_forward_ms"] = _best_ms(
-            lambda f=forward: f(x, w), repeats, jax.block_until_ready
+        both = jax.jit(
+            jax.grad(lambda x, w, c=conv: jnp.sum(c(x, w).astype(jnp.float32) ** 2), (0, 1))
         )
-        record[f"{name}_fwd_bwd_ms"] = _best_ms(
-            lambda f=both: f(x, w), repeats, jax.block_until_ready
-        )
-        ran_on |= {d.platform for d in forward(x, w).devices()}
+        dy = forward(x, w)
+
+        def gradient(i, c=conv):  # one of the two, alone: XLA drops the other and the forward
+            return jax.jit(lambda x, w, ct: jax.vjp(c, x, w)[1](ct)[i])
+
+        timed = {
+            "forward": (forward, (x, w)),
+            "fwd_bwd": (both, (x, w)),
+            "input_grad": (gradient(0), (x, w, dy)),
+            "kernel_grad": (gradient(1), (x, w, dy)),
+        }
+        for part, (fn, args) in timed.items():
+            record[f"{name}_{part}_ms"] = _best_ms(
+                lambda f=fn, a=args: f(*a), repeats, jax.block_until_ready
+            )
+        ran_on |= {d.platform for d in dy.devices()}
     record["device"] = ",".join(sorted(ran_on))
-    record.update(_time_torch_conv(shape, repeats))
+    record.update(_time_torch_conv(shape, repeats, dtype))
     for name in ("xla", "onednn", "torch"):
         if f"{name}_forward_ms" in record:
             seconds = record[f"{name}_forward_ms"] / 1e3
@@ -128,16 +160,20 @@ def _time_conv_on_default_device(shape: tuple[int, ...], repeats: int) -> dict[s
     return record
 
 
-def _time_torch_conv(shape: tuple[int, ...], repeats: int) -> dict[str, float]:
+def _time_torch_conv(
+    shape: tuple[int, ...], repeats: int, dtype: str = "float32"
+) -> dict[str, float]:
     try:
         import torch
     except ImportError:
         return {}
     n, size, cin, cout, k, stride, pad = shape
     torch.set_num_threads(os.cpu_count() or 1)
+    torch_dtype = getattr(torch, dtype)
     conv = torch.nn.Conv2d(cin, cout, k, stride=stride, padding=pad)
-    conv = conv.to(memory_format=torch.channels_last)
-    x = torch.randn(n, cin, size, size).contiguous(memory_format=torch.channels_last)
+    conv = conv.to(dtype=torch_dtype, memory_format=torch.channels_last)
+    x = torch.randn(n, cin, size, size, dtype=torch_dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
 
     def forward():
@@ -276,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", default="train", choices=("train", "eval"), help="profile")
     p.add_argument("--torch", action="store_true", help="profile: the torch twin's step too")
     p.add_argument("--repeats", type=int, default=5, help="convs: timed repeats per shape")
+    p.add_argument(
+        "--shapes", default="seed", choices=tuple(SHAPE_SETS), help="convs: which conv shapes"
+    )
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="convs")
     p.add_argument("--data_source", default="synthetic")
     bench.add_override_argument(p)
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
@@ -287,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure_process(reuse_host_memory=not args.default_malloc)  # as training does
     results = []
     if args.what == "convs":
-        for shape in CONV_SHAPES:
-            record = time_conv(shape, args.repeats)
+        for shape in SHAPE_SETS[args.shapes]:
+            record = time_conv(shape, args.repeats, args.dtype)
             results.append(record)
             print(json.dumps(record), flush=True)
     else:
