@@ -290,6 +290,8 @@ def machine_info() -> dict[str, Any]:
         "jaxlib": jaxlib.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "conv_backend": onednn.conv_backend(),
+        # What a bf16 (half_precision) measurement's convs and kernel gradients run on.
+        "bf16_convs": onednn.half_precision_note()[0],
         "host_allocator": host_allocator(),
         "process_setup": process_setup(),
     }

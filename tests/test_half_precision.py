@@ -212,10 +212,15 @@ print(onednn.half_precision_note())
 
 @needs_bf16
 def test_the_note_names_the_kernel_gradients_source(monkeypatch):
-    """Runs record it (results.json "half_precision"): bf16 kernel gradients are a
-    different computation, and on a shared 2-core machine a different speed."""
+    """Runs and benchmarks record it (results.json "half_precision", the machine record's
+    "bf16_convs"): bf16 kernel gradients are a different computation, and on a shared
+    2-core machine a different speed."""
+    from cifar_jax import runtime
+
     monkeypatch.setenv("CIFAR_JAX_ONEDNN_BF16_WGRAD", "bf16")
     assert "kernel gradients from bf16 activations" in onednn.half_precision_note()[0]
+    # ... and benchmarks in their machine record.
+    assert "kernel gradients from bf16" in runtime.machine_info()["bf16_convs"]
     monkeypatch.delenv("CIFAR_JAX_ONEDNN_BF16_WGRAD")
     assert "kernel gradients from float32 copies" in onednn.half_precision_note()[0]
 
