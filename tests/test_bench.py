@@ -245,13 +245,18 @@ def test_conv_timing_covers_each_implementation():
         bench_ops.time_conv((4, 8, 3, 8, 3, 1, 1), repeats=1, dtype="float16")
 
 
-def test_train_step_profile_attributes_time_to_ops(tmp_path):
+def test_train_step_profile_attributes_time_to_ops(tmp_path, monkeypatch):
     """The per-op profile of LeNet's real train step: its convs show up (as oneDNN
-    custom calls where those run), and the op times are per step."""
+    custom calls where those run), and the op times are per step; its trace is not left
+    behind in the temp folder (it once was, a folder per profile)."""
+    import tempfile
+
     from cifar_jax.kernels import onednn
     from cifar_jax.perf import bench_ops
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r = bench_ops.profile_step(tiny_config(val_examples=0), 32, steps=2)
+    assert not list(tmp_path.glob("cifar_jax_profile_*"))
     assert r["step_ms"] > 0 and r["images_per_second"] > 0
     kinds = r["op_ms_by_kind"]
     conv_kind = "ffi_call" if onednn.use_onednn(jnp.zeros((32, 8, 8, 8)), jnp.zeros(4)) else "conv"

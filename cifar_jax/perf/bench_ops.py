@@ -245,18 +245,18 @@ def profile_step(
     # Pages the kernel had to map (and zero) per step: memory the allocator gave back
     # to the OS and XLA allocated again (runtime.configure_host_allocator).
     page_faults = (faults() - faults_before) / steps
-    trace_dir = tempfile.mkdtemp(prefix="cifar_jax_profile_")
-    with jax.profiler.trace(trace_dir):
-        run(steps)
-    (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
-    per_op: collections.Counter = collections.Counter()
-    for plane in _profile_data.ProfileData.from_file(path).planes:
-        for line in plane.lines:
-            if "XLAEigen" not in line.name and "PjRt" not in line.name:
-                continue  # XLA's worker threads only
-            for event in line.events:
-                if "Thunk" not in event.name:  # executor bookkeeping, not ops
-                    per_op[event.name] += event.duration_ns
+    with tempfile.TemporaryDirectory(prefix="cifar_jax_profile_") as trace_dir:
+        with jax.profiler.trace(trace_dir):
+            run(steps)
+        (path,) = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+        per_op: collections.Counter = collections.Counter()
+        for plane in _profile_data.ProfileData.from_file(path).planes:
+            for line in plane.lines:
+                if "XLAEigen" not in line.name and "PjRt" not in line.name:
+                    continue  # XLA's worker threads only
+                for event in line.events:
+                    if "Thunk" not in event.name:  # executor bookkeeping, not ops
+                        per_op[event.name] += event.duration_ns
     by_kind: collections.Counter = collections.Counter()
     for name, ns in per_op.items():
         by_kind[re.sub(r"\.\d+$", "", name)] += ns
