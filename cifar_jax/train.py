@@ -278,9 +278,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
         f"{runtime.process_setup()}."
     )
-    if config.get("half_precision", False):  # one line; on a CPU without bf16: "SLOWER"
+    # What runs the bf16 convs (logged, and recorded in results.json); on a CPU without
+    # bf16 it says "SLOWER".
+    precision_note = onednn.half_precision_note()[0] if config.half_precision else None
+    if precision_note:
         _console(
-            f"half_precision: {onednn.half_precision_note()[0]}; params, optimizer state, "
+            f"half_precision: {precision_note}; params, optimizer state, "
             "BatchNorm statistics and the loss stay float32."
         )
 
@@ -462,7 +465,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         "device_kind": jax.devices()[0].device_kind,
         "cpu": runtime.cpu_description(),
         "convolutions": onednn.conv_backend(),
-        "half_precision": onednn.half_precision_note()[0] if config.half_precision else None,
+        "half_precision": precision_note,
         "commit": runtime.git_commit(),
         "dataset_source": dataset.source,
         "train_examples": len(dataset.train),

@@ -238,7 +238,7 @@ def test_a_cpu_without_bf16_keeps_bf16_convs_on_xla_and_says_it_is_slow():
     assert "no bf16 arithmetic" in note and "SLOWER than float32" in note and "True" in note
 
 
-def _lenet_run(tmp_path, data_root, half_precision: bool) -> float:
+def _lenet_run(tmp_path, data_root, half_precision: bool) -> dict:
     config = config_base.base_config()
     config.update(
         dict(

@@ -61,6 +61,7 @@ AIRBENCH94_CONV_SHAPES = (
     (1024, 3, 256, 256, 3, 1, 1),
 )
 SHAPE_SETS = {"seed": CONV_SHAPES, "airbench94": AIRBENCH94_CONV_SHAPES}
+DTYPES = ("float32", "bfloat16")  # what convs are timed in
 
 
 def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -> float:
@@ -95,7 +96,7 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5, dtype: str = "float32") 
 
 
 def _time_conv_on_default_device(
-    shape: tuple[int, ...], repeats: int, dtype: str = "float32"
+    shape: tuple[int, ...], repeats: int, dtype: str
 ) -> dict[str, Any]:
     """:func:`time_conv` on JAX's default device; ``device``: where the convs ran."""
     import jax
@@ -105,7 +106,7 @@ def _time_conv_on_default_device(
     from cifar_jax.kernels import onednn
 
     n, size, cin, cout, k, stride, pad = shape
-    if dtype not in ("float32", "bfloat16"):
+    if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: time convs in float32 or bfloat16")
     x = jax.random.normal(jax.random.key(0), (n, size, size, cin)).astype(dtype)
     w = (jax.random.normal(jax.random.key(1), (k, k, cin, cout)) * 0.1).astype(dtype)
@@ -160,9 +161,7 @@ def _time_conv_on_default_device(
     return record
 
 
-def _time_torch_conv(
-    shape: tuple[int, ...], repeats: int, dtype: str = "float32"
-) -> dict[str, float]:
+def _time_torch_conv(shape: tuple[int, ...], repeats: int, dtype: str) -> dict[str, float]:
     try:
         import torch
     except ImportError:
@@ -315,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--shapes", default="seed", choices=tuple(SHAPE_SETS), help="convs: which conv shapes"
     )
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="convs")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="convs")
     p.add_argument("--data_source", default="synthetic")
     bench.add_override_argument(p)
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
