@@ -132,6 +132,13 @@ def base_config() -> ml_collections.ConfigDict:
     # run it fast (its convs through oneDNN); elsewhere it is slower than float32 and the
     # log says so.
     c.half_precision = False
+    # With half_precision on a CPU whose oneDNN runs bf16 (AMX, AVX512_BF16): the convs'
+    # kernel gradients from the bf16 activations (True) instead of float32 copies of them
+    # (False). The same products summed in another order; ~1.2x faster airbench94 steps
+    # with the cores to the run alone, but oneDNN's AMX kernel gradient stalls (4-10x
+    # slower) on cores shared with another busy process, hence off by default. No effect
+    # on GPUs/TPUs. See cifar_jax/kernels/onednn.py (bf16_kernel_grads).
+    c.cpu_bf16_kernel_grads = False
     # Models with a data-dependent initializer (airbench94's whitening stem) set it from
     # this many training images (the first ones of the split, normalized, not augmented)
     # before the first step. Ignored by other models.
@@ -507,6 +514,12 @@ def _check_training_options(config: ml_collections.ConfigDict) -> None:
     check("random_rotation", 0 <= config.random_rotation <= 180, "in [0, 180] degrees", 15)
     check("random_erasing_prob", 0 <= config.random_erasing_prob <= 1, "in [0, 1]", 0.5)
     check("cutout_size", 0 <= config.cutout_size <= 32, "in [0, 32] pixels", 16)
+    if config.cpu_bf16_kernel_grads and not config.half_precision:
+        raise ConfigError(
+            "cpu_bf16_kernel_grads=True chooses how bf16 convs take their kernel gradients, "
+            "but half_precision=False (float32 convs); set --config.half_precision=True too, "
+            "or drop cpu_bf16_kernel_grads."
+        )
     if config.flip_mode == "alternating" and not config.random_flip:
         raise ConfigError(
             "flip_mode='alternating' chooses which images random_flip mirrors, but "

@@ -6,7 +6,8 @@ trainer to place a batch on the devices.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import jax
 import numpy as np
@@ -36,13 +37,21 @@ def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
-def traced_on(mesh: Mesh, step: Callable) -> Callable:
+def traced_on(mesh: Mesh, step: Callable, *, bf16_kernel_grads: bool = False) -> Callable:
     """``step`` with its kernels chosen by the platform it is lowered for
     (:func:`cifar_jax.kernels.lowering.platform_step`: CPU kernels only in CPU programs),
     traced knowing its batch is sharded over ``mesh`` (so the CPU convs run per device
     shard, :func:`cifar_jax.kernels.onednn.batch_sharded_over`). Every jitted step that
-    runs a model goes through it: train, eval, TTA, predict, analyze."""
-    return lowering.platform_step(step, lambda: onednn.batch_sharded_over(mesh))
+    runs a model goes through it: train, eval, TTA, predict, analyze.
+    ``bf16_kernel_grads``: ``config.cpu_bf16_kernel_grads`` for a train step
+    (:func:`cifar_jax.kernels.onednn.bf16_kernel_grads`)."""
+
+    @contextlib.contextmanager
+    def context() -> Iterator[None]:
+        with onednn.batch_sharded_over(mesh), onednn.bf16_kernel_grads(bf16_kernel_grads):
+            yield
+
+    return lowering.platform_step(step, context)
 
 
 def traced_portable(step: Callable) -> Callable:

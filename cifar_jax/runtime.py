@@ -290,8 +290,9 @@ def machine_info() -> dict[str, Any]:
         "jaxlib": jaxlib.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "conv_backend": onednn.conv_backend(),
-        # What a bf16 (half_precision) measurement's convs and kernel gradients run on.
-        "bf16_convs": onednn.half_precision_note()[0],
+        # What a bf16 (half_precision) measurement's convs run on; where their kernel
+        # gradients come from is the measurement's config (cpu_bf16_kernel_grads).
+        "bf16_convs": onednn.half_precision_note(None)[0],
         "host_allocator": host_allocator(),
         "process_setup": process_setup(),
     }

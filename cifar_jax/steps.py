@@ -299,7 +299,7 @@ def jit_steps(
         lookahead=Lookahead.from_config(config, total_steps),
     )
     train_step = jax.jit(
-        traced_on(mesh, train_step),
+        traced_on(mesh, train_step, bf16_kernel_grads=config.cpu_bf16_kernel_grads),
         in_shardings=(replicated, batch_sharding),
         out_shardings=(replicated, replicated),
         donate_argnums=(0,),

@@ -280,7 +280,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     )
     # What runs the bf16 convs (logged, and recorded in results.json); on a CPU without
     # bf16 it says "SLOWER".
-    precision_note = onednn.half_precision_note()[0] if config.half_precision else None
+    precision_note = (
+        onednn.half_precision_note(config.cpu_bf16_kernel_grads)[0]
+        if config.half_precision
+        else None
+    )
     if precision_note:
         _console(
             f"half_precision: {precision_note}; params, optimizer state, "

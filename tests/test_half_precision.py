@@ -22,6 +22,7 @@ from test_lowering import REPO, load
 
 from cifar_jax import config_base, models, optim, parallel, steps, train
 from cifar_jax.commands import summary
+from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import fast_ops, onednn
 
 on_cpu = jax.default_backend() == "cpu"
@@ -129,12 +130,16 @@ SHAPES = [
 @pytest.mark.parametrize("wgrad", ["f32", "bf16"])
 @pytest.mark.parametrize("cin,cout,k,stride,pad,size", SHAPES)
 def test_onednn_bf16_conv_equals_f32_xla_conv_up_to_bf16_rounding(
-    cin, cout, k, stride, pad, size, wgrad, monkeypatch
+    cin, cout, k, stride, pad, size, wgrad
 ):
     """Forward and both gradients; the kernel gradient from float32 copies of the bf16
     activations (the default) and from the bf16 activations themselves (bf16 src/diff_dst,
-    f32 diff_weights: CIFAR_JAX_ONEDNN_BF16_WGRAD=bf16)."""
-    monkeypatch.setenv("CIFAR_JAX_ONEDNN_BF16_WGRAD", wgrad)
+    f32 diff_weights: traced under onednn.bf16_kernel_grads, config.cpu_bf16_kernel_grads)."""
+    with onednn.bf16_kernel_grads(wgrad == "bf16"):  # every trace below happens inside
+        _check_bf16_conv(cin, cout, k, stride, pad, size, wgrad)
+
+
+def _check_bf16_conv(cin, cout, k, stride, pad, size, wgrad):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((4, size, size, cin)), jnp.bfloat16)
     w = jnp.asarray(rng.standard_normal((k, k, cin, cout)) * 0.2, jnp.bfloat16)
@@ -211,18 +216,66 @@ print(onednn.half_precision_note())
 
 
 @needs_bf16
-def test_the_note_names_the_kernel_gradients_source(monkeypatch):
-    """Runs and benchmarks record it (results.json "half_precision", the machine record's
-    "bf16_convs"): bf16 kernel gradients are a different computation, and on a shared
-    2-core machine a different speed."""
+def test_the_note_names_the_kernel_gradients_source():
+    """Runs record it (results.json "half_precision"): bf16 kernel gradients are a
+    different computation, and on a shared 2-core machine a different speed. The machine
+    record of a benchmark names the convs' ISA only: its rows carry their configs."""
     from cifar_jax import runtime
 
-    monkeypatch.setenv("CIFAR_JAX_ONEDNN_BF16_WGRAD", "bf16")
-    assert "kernel gradients from bf16 activations" in onednn.half_precision_note()[0]
-    # ... and benchmarks in their machine record.
-    assert "kernel gradients from bf16" in runtime.machine_info()["bf16_convs"]
-    monkeypatch.delenv("CIFAR_JAX_ONEDNN_BF16_WGRAD")
-    assert "kernel gradients from float32 copies" in onednn.half_precision_note()[0]
+    assert "kernel gradients from bf16 activations" in onednn.half_precision_note(True)[0]
+    assert "kernel gradients from float32 copies" in onednn.half_precision_note(False)[0]
+    machine = runtime.machine_info()["bf16_convs"]
+    assert machine.startswith("bfloat16 convs through oneDNN") and "kernel" not in machine
+
+
+@needs_bf16
+@pytest.mark.skipif(jax.device_count() != 1, reason="one device")
+def test_the_config_field_chooses_the_kernel_gradients_of_the_run_step():
+    """config.cpu_bf16_kernel_grads reaches the train step steps.jit_steps builds (what
+    training and the benchmarks run): its oneDNN kernel gradients read bf16 activations
+    with it and float32 copies without; the step trains either way."""
+    config = config_base.base_config()
+    config.update(
+        dict(model="c100_bn", widths=(8, 16), head_widths=(16,), batch_size=16,
+             half_precision=True)
+    )  # fmt: skip
+    mesh = parallel.create_mesh()
+    net = models.build_model(config, 10)
+    tx = optim.create_optimizer(config, 1e-3)
+    state = steps.create_train_state(net, tx, 0, NamedSharding(mesh, P()))
+    mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 10, 16).astype(np.int32),
+    }
+    batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
+    losses = {}
+    for on, dtype in ((False, "f32"), (True, "bf16")):
+        config.cpu_bf16_kernel_grads = on
+        train_step, _ = steps.jit_steps(config, net, tx, mean, std, mesh)
+        module = train_step.lower(state, batch).as_text()
+        kernel_grads = [
+            line for line in module.splitlines()
+            if f"@{onednn.TARGET_NAME}" in line and "mode = 2 " in line
+        ]  # fmt: skip
+        assert len(kernel_grads) == 2, kernel_grads  # the two convs'
+        operands = [re.findall(r"x(bf16|f32)>", line.rsplit(" : ", 1)[-1].split("->")[0])
+                    for line in kernel_grads]  # fmt: skip
+        assert all(types == [dtype, dtype] for types in operands), (on, operands)
+        _, step_metrics = train_step(jax.tree.map(jnp.copy, state), batch)
+        losses[on] = float(step_metrics.loss.total)
+    # The same forward pass: the loss (computed before any update) is the same.
+    assert np.isfinite(losses[True]) and losses[True] == losses[False], losses
+
+
+def test_bf16_kernel_grads_without_half_precision_is_a_config_error():
+    config = config_base.base_config()
+    config.cpu_bf16_kernel_grads = True
+    with pytest.raises(ConfigError, match="half_precision=True"):
+        config_base.validate_config(config)
+    config.half_precision = True
+    config_base.validate_config(config)
 
 
 @pytest.mark.skipif(not on_cpu or not onednn.available(), reason="needs the oneDNN kernel")

@@ -21,7 +21,8 @@ AVX512_BF16, :func:`bf16_available`, probed once, on first use), bf16 convs take
 same kernel: forward and input gradient bf16 in and out with f32 accumulation inside
 oneDNN; the kernel gradient accumulated in f32 diff_weights and rounded to the kernel's
 dtype once, read from float32 copies of the activations by default (oneDNN 3.2's AMX
-bf16 kernel gradient stalls on a shared 2-core machine: :func:`_bf16_kernel_grad`).
+bf16 kernel gradient stalls on a shared 2-core machine), or from the bf16 activations
+themselves in steps traced under :func:`bf16_kernel_grads` (``config.cpu_bf16_kernel_grads``).
 With AMX, the forward and input gradient of 256->256 3x3 convs at 15x15 ran 3-4x faster
 than float32's (9x with one oneDNN thread). Elsewhere (e.g. AVX2-only CPUs) bf16 convs
 stay XLA's; results agree up to bf16 rounding either way. ``CIFAR_JAX_ONEDNN_BF16=0``
@@ -295,34 +296,56 @@ def _conv_bwd(strides, padding, residuals, dy):
     dy = dy.astype(x.dtype)
     dx = _call(_INPUT_GRAD, dy, kernel, x.shape, strides, padding)
     if x.dtype == jnp.bfloat16 and not _bf16_kernel_grad():
-        x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)  # see _bf16_kernel_grad
+        x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)  # see bf16_kernel_grads
     # bf16: accumulated in f32 by oneDNN (f32 diff_weights), rounded once to bf16 here.
     dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, strides, padding, jnp.float32)
     return dx, dkernel.astype(kernel.dtype)
 
 
+_BF16_KERNEL_GRADS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cifar_jax_bf16_kernel_grads", default=False
+)
+
+
+@contextlib.contextmanager
+def bf16_kernel_grads(on: bool) -> Iterator[None]:
+    """bf16 convs traced inside take their kernel gradients from the bf16 activations
+    (oneDNN's bf16 src / diff_dst, f32 diff_weights) if ``on``, else from float32 copies
+    of them (the default): ``config.cpu_bf16_kernel_grads``, entered around a run's train
+    step by :func:`cifar_jax.parallel.traced_on`. The same products (a bf16 product is
+    exact in float32), summed in another order. oneDNN 3.2's AMX kernel-gradient conv
+    (brgconv_bwd_w) is ~1.2x faster per airbench94 step with the cores to itself, but with
+    two threads on a 2-core machine shared with another process it took 4-10x longer than
+    float32's (it waits on its other thread: 25 of 27 s of two resnet_small b128 bf16
+    steps), so the default converts and runs float32's, which has no such stall."""
+    token = _BF16_KERNEL_GRADS.set(bool(on))
+    try:
+        yield
+    finally:
+        _BF16_KERNEL_GRADS.reset(token)
+
+
 def _bf16_kernel_grad() -> bool:
-    """Whether bf16 kernel gradients read the bf16 activations (oneDNN's bf16 src /
-    diff_dst with f32 diff_weights; ``CIFAR_JAX_ONEDNN_BF16_WGRAD=bf16``) rather than
-    float32 copies of them (the default). oneDNN 3.2's AMX kernel-gradient conv
-    (brgconv_bwd_w) was 3x faster than float32's with one thread, but with two threads
-    on a 2-core machine shared with another process it took 4-10x longer than float32's
-    (it waits on its other thread: 25 of 27 s of two resnet_small b128 bf16 steps), so
-    the default converts and runs float32's, which has no such stall."""
-    return os.environ.get("CIFAR_JAX_ONEDNN_BF16_WGRAD", "f32") == "bf16"
+    """Whether the backward pass being traced takes bf16 kernel gradients from the bf16
+    activations (:func:`bf16_kernel_grads`)."""
+    return _BF16_KERNEL_GRADS.get()
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def half_precision_note() -> tuple[str, bool]:
+def half_precision_note(bf16_kernel_grads: bool | None = False) -> tuple[str, bool]:
     """What bfloat16 compute (config.half_precision) runs on in this process, and whether
     that is slow: on a CPU whose oneDNN has no bf16 hardware path (AMX, AVX512_BF16) XLA
-    runs bf16 ops by converting to and from float32, slower than a float32 run."""
+    runs bf16 ops by converting to and from float32, slower than a float32 run.
+    ``bf16_kernel_grads``: the run's ``config.cpu_bf16_kernel_grads``, named in the note;
+    None leaves the kernel gradients out (a machine record, before any config)."""
     if jax.default_backend() != "cpu":
         return f"bfloat16 on {jax.default_backend()}", False
     if bf16_available():
-        wgrad = "bf16" if _bf16_kernel_grad() else "float32 copies of the"
+        if bf16_kernel_grads is None:
+            return f"bfloat16 convs through oneDNN ({bf16_info()})", False
+        wgrad = "bf16" if bf16_kernel_grads else "float32 copies of the"
         return (
             f"bfloat16 convs through oneDNN ({bf16_info()}), kernel gradients from {wgrad} "
             "activations"

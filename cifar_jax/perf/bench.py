@@ -367,6 +367,7 @@ def bench_model(
             "model": name,
             "config_model": config.model,
             "half_precision": bool(config.half_precision),
+            "cpu_bf16_kernel_grads": bool(config.cpu_bf16_kernel_grads),
             "backend": jax.default_backend(),
             "torch_device": torch_side.device if torch_side else None,
             "params": jax_side.num_params,

@@ -2,12 +2,15 @@
 
     python -m cifar_jax.bench_ops convs --out=ops_out          # XLA vs oneDNN vs torch
     python -m cifar_jax.bench_ops convs --shapes=airbench94 --dtype=bfloat16 --out=ops_out
+    python -m cifar_jax.bench_ops profile --models=airbench94 --batch_sizes=1024 \
+        --override half_precision=true --override cpu_bf16_kernel_grads=true --out=ops_out
     python -m cifar_jax.bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
 
 ``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
 512; ``--shapes=airbench94``: airbench94's at 1024) on the CPU (also on a GPU host), in
-float32 or ``--dtype=bfloat16``: forward, forward + both gradients, and each gradient
-alone (where a bf16 step's time goes: docs/fast.md), as XLA's
+float32 or ``--dtype=bfloat16`` (``--bf16_kernel_grads``: the kernel gradients from the
+bf16 activations, as ``config.cpu_bf16_kernel_grads``): forward, forward + both gradients,
+and each gradient alone (where a bf16 step's time goes: docs/fast.md), as XLA's
 convolution, as the oneDNN kernel (:mod:`cifar_jax.kernels.onednn`) and, where torch is
 installed, as torch's channels_last ``Conv2d``: min over repeats, ms, and the forward's
 GFLOP/s (2 * multiply-adds / time), to compare with the machine's peak. Writes
@@ -74,10 +77,16 @@ def _best_ms(fn: Callable[[], Any], repeats: int, block: Callable[[Any], Any]) -
     return round(best * 1e3, 3)
 
 
-def time_conv(shape: tuple[int, ...], repeats: int = 5, dtype: str = "float32") -> dict[str, Any]:
+def time_conv(
+    shape: tuple[int, ...],
+    repeats: int = 5,
+    dtype: str = "float32",
+    bf16_kernel_grads: bool = False,
+) -> dict[str, Any]:
     """ms of one conv shape on the CPU: forward, forward + input and kernel gradients, and
     each gradient alone (``input_grad_ms``, ``kernel_grad_ms``), in ``dtype`` ("float32"
-    or "bfloat16": bf16 operands, kernel gradient rounded to bf16).
+    or "bfloat16": bf16 operands, kernel gradient rounded to bf16; oneDNN's from the bf16
+    activations with ``bf16_kernel_grads``, else from float32 copies, as training).
 
     Pinned to the CPU backend whatever JAX's default is: the oneDNN custom call exists
     for the CPU only (lowered for a GPU default backend it fails), and the comparison is
@@ -92,11 +101,11 @@ def time_conv(shape: tuple[int, ...], repeats: int = 5, dtype: str = "float32") 
             f"started ({e}): leave JAX_PLATFORMS unset or list cpu in it (e.g. cuda,cpu)."
         ) from e
     with jax.default_device(cpu):
-        return _time_conv_on_default_device(shape, repeats, dtype)
+        return _time_conv_on_default_device(shape, repeats, dtype, bf16_kernel_grads)
 
 
 def _time_conv_on_default_device(
-    shape: tuple[int, ...], repeats: int, dtype: str
+    shape: tuple[int, ...], repeats: int, dtype: str, bf16_kernel_grads: bool
 ) -> dict[str, Any]:
     """:func:`time_conv` on JAX's default device; ``device``: where the convs ran."""
     import jax
@@ -128,6 +137,7 @@ def _time_conv_on_default_device(
     record: dict[str, Any] = {
         "shape": dict(zip(("n", "size", "cin", "cout", "k", "s", "p"), shape, strict=True)),
         "dtype": dtype,
+        "bf16_kernel_grads": bf16_kernel_grads,
         "forward_flops": flops,
     }
     ran_on = set()
@@ -147,10 +157,11 @@ def _time_conv_on_default_device(
             "input_grad": (gradient(0), (x, w, dy)),
             "kernel_grad": (gradient(1), (x, w, dy)),
         }
-        for part, (fn, args) in timed.items():
-            record[f"{name}_{part}_ms"] = _best_ms(
-                lambda f=fn, a=args: f(*a), repeats, jax.block_until_ready
-            )
+        with onednn.bf16_kernel_grads(bf16_kernel_grads):  # traced at the first call
+            for part, (fn, args) in timed.items():
+                record[f"{name}_{part}_ms"] = _best_ms(
+                    lambda f=fn, a=args: f(*a), repeats, jax.block_until_ready
+                )
         ran_on |= {d.platform for d in dy.devices()}
     record["device"] = ",".join(sorted(ran_on))
     record.update(_time_torch_conv(shape, repeats, dtype))
@@ -315,11 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         "--shapes", default="seed", choices=tuple(SHAPE_SETS), help="convs: which conv shapes"
     )
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="convs")
+    p.add_argument(
+        "--bf16_kernel_grads",
+        action="store_true",
+        help="convs, bfloat16: kernel gradients from the bf16 activations "
+        "(as config.cpu_bf16_kernel_grads; profile: --override cpu_bf16_kernel_grads=true)",
+    )
     p.add_argument("--data_source", default="synthetic")
     bench.add_override_argument(p)
     p.add_argument("--default_malloc", action="store_true", help="glibc malloc unchanged")
     p.add_argument("--out", default="bench_results")
     args = p.parse_args(argv)
+    if args.bf16_kernel_grads and args.dtype != "bfloat16":
+        p.error("--bf16_kernel_grads is for bf16 convs: add --dtype=bfloat16")
 
     from cifar_jax import runtime
 
@@ -327,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     if args.what == "convs":
         for shape in SHAPE_SETS[args.shapes]:
-            record = time_conv(shape, args.repeats, args.dtype)
+            record = time_conv(shape, args.repeats, args.dtype, args.bf16_kernel_grads)
             results.append(record)
             print(json.dumps(record), flush=True)
     else:

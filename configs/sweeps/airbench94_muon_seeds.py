@@ -2,9 +2,9 @@
 its TTA and the time to it, beside airbench94 (configs/sweeps/airbench94_seeds.py), for
 docs/fast.md. ``float32`` is the recipe as written; ``bf16`` runs it with
 --config.half_precision=true (bf16 convs through oneDNN on CPUs with AMX or AVX512_BF16;
-airbench itself runs in float16 on its GPU). docs/fast.md's bf16 runs also set
-CIFAR_JAX_ONEDNN_BF16_WGRAD=bf16 (kernel gradients from the bf16 activations: ~1.2x the
-step on an AMX CPU with its cores to itself; see cifar_jax/kernels/onednn.py).
+airbench itself runs in float16 on its GPU) and --config.cpu_bf16_kernel_grads=true (the
+kernel gradients from the bf16 activations too: ~1.2x the step on an AMX CPU given to the
+run, slower on cores shared with another busy process; cifar_jax/kernels/onednn.py).
 
     python -m cifar_jax.sweep --config=configs/sweeps/airbench94_muon_seeds.py \\
         --workdir=runs/airbench94_muon [--config.seeds='(0,)'] [--trial=K]
@@ -18,6 +18,6 @@ def get_config():
         name="airbench94_muon_seeds",
         title="airbench94_muon on CIFAR-10: 5 seeds, float32 and bfloat16",
         base_config="configs/airbench94_muon.py",
-        variants={"float32": {}, "bf16": {"half_precision": True}},
+        variants={"float32": {}, "bf16": {"half_precision": True, "cpu_bf16_kernel_grads": True}},
         seeds=(0, 1, 2, 3, 4),
     )

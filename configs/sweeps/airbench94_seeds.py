@@ -1,7 +1,9 @@
 """airbench94 (configs/airbench94.py) over 5 seeds: the mean test accuracy with its TTA
 and the time to it, for docs/fast.md. ``float32`` is the recipe as written; ``bf16`` runs
 it with --config.half_precision=true (bf16 convs through oneDNN on CPUs with AMX or
-AVX512_BF16; airbench itself runs in float16 on its GPU).
+AVX512_BF16; airbench itself runs in float16 on its GPU) and
+--config.cpu_bf16_kernel_grads=true (the kernel gradients from the bf16 activations too:
+faster on an AMX CPU given to the run, slower on cores shared with another busy process).
 
     python -m cifar_jax.sweep --config=configs/sweeps/airbench94_seeds.py \\
         --workdir=runs/airbench94 [--config.seeds='(0,)'] [--trial=K]
@@ -15,6 +17,6 @@ def get_config():
         name="airbench94_seeds",
         title="airbench94 on CIFAR-10: 5 seeds, float32 and bfloat16",
         base_config="configs/airbench94.py",
-        variants={"float32": {}, "bf16": {"half_precision": True}},
+        variants={"float32": {}, "bf16": {"half_precision": True, "cpu_bf16_kernel_grads": True}},
         seeds=(0, 1, 2, 3, 4),
     )
