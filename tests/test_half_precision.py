@@ -41,10 +41,35 @@ def _conv_operand_types(module: str, kernel_grads: bool = True) -> list[str]:
         if "stablehlo.convolution" in line or f"@{onednn.TARGET_NAME}" in line:
             if not kernel_grads and "mode = 2 " in line:
                 continue
-            signature = line.rsplit(" : ", 1)[-1]  # (tensor<...xT>, tensor<...xT>) -> ...
-            operands = signature.split("->")[0]
-            types += re.findall(r"x(bf16|f32|f16)>", operands)
+            types += _operand_types(line)
     return types
+
+
+def _operand_types(line: str) -> list[str]:
+    """The operands' element types of one op line: ``(tensor<...xT>, ...) -> ...``."""
+    operands = line.rsplit(" : ", 1)[-1].split("->")[0]
+    return re.findall(r"x(bf16|f32|f16)>", operands)
+
+
+def _tiny_bf16_step(config, **changes):
+    """A tiny c100_bn config in bf16 with ``changes``; its net, optimizer, initial state,
+    normalization and one global batch of 16 on the default mesh."""
+    config.update(
+        dict(model="c100_bn", widths=(8, 16), head_widths=(16,), batch_size=16,
+             half_precision=True, **changes)
+    )  # fmt: skip
+    mesh = parallel.create_mesh()
+    net = models.build_model(config, 10)
+    tx = optim.create_optimizer(config, 1e-3)
+    state = steps.create_train_state(net, tx, 0, NamedSharding(mesh, P()))
+    mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        "label": rng.integers(0, 10, 16).astype(np.int32),
+    }
+    batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
+    return net, tx, state, mean, std, batch, mesh
 
 
 def test_bf16_train_step_lowers_for_cuda_with_bf16_convs_and_no_onednn_call():
@@ -64,29 +89,8 @@ def test_bf16_train_step_lowers_for_cuda_with_bf16_convs_and_no_onednn_call():
 @pytest.mark.skipif(jax.device_count() != 1, reason="one device")
 def test_params_optimizer_state_and_statistics_stay_float32_while_convs_run_in_bf16():
     config = config_base.base_config()
-    config.update(
-        dict(
-            model="c100_bn",
-            widths=(8, 16),
-            head_widths=(16,),
-            batch_size=16,
-            optimizer="adam",
-            half_precision=True,
-        )
-    )
-    mesh = parallel.create_mesh()
-    replicated = NamedSharding(mesh, P())
-    net = models.build_model(config, 10)
-    tx = optim.create_optimizer(config, 1e-3)
-    state = steps.create_train_state(net, tx, 0, replicated)
-    mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
+    net, tx, state, mean, std, batch, mesh = _tiny_bf16_step(config, optimizer="adam")
     train_step, _ = steps.jit_steps(config, net, tx, mean, std, mesh)
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-        "label": rng.integers(0, 10, 16).astype(np.int32),
-    }
-    batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
     module = train_step.lower(state, batch).as_text()
     types = _conv_operand_types(module, kernel_grads=False)
     assert len(types) >= 2 * 3 and set(types) == {"bf16"}, types  # 2 convs, 1 input grad
@@ -211,7 +215,7 @@ from cifar_jax.kernels import onednn
 x = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
 print(onednn.available(), onednn.bf16_available(), onednn.use_onednn(x, x),
       onednn.use_onednn(x.astype(jnp.float32), x.astype(jnp.float32)))
-print(onednn.half_precision_note())
+print(onednn.half_precision_note(False))
 """
 
 
@@ -235,21 +239,7 @@ def test_the_config_field_chooses_the_kernel_gradients_of_the_run_step():
     training and the benchmarks run): its oneDNN kernel gradients read bf16 activations
     with it and float32 copies without; the step trains either way."""
     config = config_base.base_config()
-    config.update(
-        dict(model="c100_bn", widths=(8, 16), head_widths=(16,), batch_size=16,
-             half_precision=True)
-    )  # fmt: skip
-    mesh = parallel.create_mesh()
-    net = models.build_model(config, 10)
-    tx = optim.create_optimizer(config, 1e-3)
-    state = steps.create_train_state(net, tx, 0, NamedSharding(mesh, P()))
-    mean, std = np.full(3, 120.0, np.float32), np.full(3, 60.0, np.float32)
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-        "label": rng.integers(0, 10, 16).astype(np.int32),
-    }
-    batch = parallel.to_global(batch, NamedSharding(mesh, P("data")))
+    net, tx, state, mean, std, batch, mesh = _tiny_bf16_step(config)
     losses = {}
     for on, dtype in ((False, "f32"), (True, "bf16")):
         config.cpu_bf16_kernel_grads = on
@@ -260,8 +250,7 @@ def test_the_config_field_chooses_the_kernel_gradients_of_the_run_step():
             if f"@{onednn.TARGET_NAME}" in line and "mode = 2 " in line
         ]  # fmt: skip
         assert len(kernel_grads) == 2, kernel_grads  # the two convs'
-        operands = [re.findall(r"x(bf16|f32)>", line.rsplit(" : ", 1)[-1].split("->")[0])
-                    for line in kernel_grads]  # fmt: skip
+        operands = [_operand_types(line) for line in kernel_grads]
         assert all(types == [dtype, dtype] for types in operands), (on, operands)
         _, step_metrics = train_step(jax.tree.map(jnp.copy, state), batch)
         losses[on] = float(step_metrics.loss.total)

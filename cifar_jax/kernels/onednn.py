@@ -295,7 +295,7 @@ def _conv_bwd(strides, padding, residuals, dy):
     x, kernel = residuals
     dy = dy.astype(x.dtype)
     dx = _call(_INPUT_GRAD, dy, kernel, x.shape, strides, padding)
-    if x.dtype == jnp.bfloat16 and not _bf16_kernel_grad():
+    if x.dtype == jnp.bfloat16 and not _BF16_KERNEL_GRADS.get():
         x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)  # see bf16_kernel_grads
     # bf16: accumulated in f32 by oneDNN (f32 diff_weights), rounded once to bf16 here.
     dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, strides, padding, jnp.float32)
@@ -325,16 +325,10 @@ def bf16_kernel_grads(on: bool) -> Iterator[None]:
         _BF16_KERNEL_GRADS.reset(token)
 
 
-def _bf16_kernel_grad() -> bool:
-    """Whether the backward pass being traced takes bf16 kernel gradients from the bf16
-    activations (:func:`bf16_kernel_grads`)."""
-    return _BF16_KERNEL_GRADS.get()
-
-
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def half_precision_note(bf16_kernel_grads: bool | None = False) -> tuple[str, bool]:
+def half_precision_note(bf16_kernel_grads: bool | None) -> tuple[str, bool]:
     """What bfloat16 compute (config.half_precision) runs on in this process, and whether
     that is slow: on a CPU whose oneDNN has no bf16 hardware path (AMX, AVX512_BF16) XLA
     runs bf16 ops by converting to and from float32, slower than a float32 run.
