@@ -18,7 +18,9 @@ The recipe, ported to the package's own parts (every number below is airbench94_
 - random 2-pixel translation with reflect padding and the alternating flip;
 - the 6-view TTA (mirror, plus half weight on 1-pixel shifted pairs), on logits.
 
-Results on CPUs with the command and machine: docs/fast.md. The published GPU run keeps
+Results on CPUs with the command and machine: docs/fast.md (as written 93.86% mean; trained
+10 epochs, ``--config.num_epochs=10 --config.num_train_steps=250``, 94.24% in 10.4 minutes
+on 2 AMX cores in bf16, ahead of airbench94's 94% there). The published GPU run keeps
 the net in float16; ``--config.half_precision=true`` runs it in bfloat16.
 """
 

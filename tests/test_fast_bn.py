@@ -120,7 +120,8 @@ def test_cpu_uses_the_hand_written_gradient_and_gpu_form_does_not():
         return str(jax.make_jaxpr(lambda x: fast_ops.batch_norm_train(x, scale, bias, 1e-5))(x))
 
     assert "custom_vjp_call" in jaxpr()
-    assert not fast_ops.use_fast_batch_norm(x.astype(jnp.bfloat16))  # float32 only
+    assert fast_ops.use_fast_batch_norm(x.astype(jnp.bfloat16))  # bf16 activations too
+    assert not fast_ops.use_fast_batch_norm(x.astype(jnp.float16))
     with levers.switched(fast_bn=False):
         assert "custom_vjp_call" not in jaxpr()
     assert "custom_vjp_call" in jaxpr()
@@ -157,3 +158,39 @@ def test_whole_model_loss_and_gradients_equal_autodiff_batch_norm(monkeypatch):
     largest = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(plain[1]))
     for a, b in zip(jax.tree.leaves(fast[1]), jax.tree.leaves(plain[1]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * largest)
+
+
+@pytest.mark.skipif(not on_cpu, reason="the hand-written gradient is CPU-only")
+def test_bfloat16_activations_take_the_hand_written_gradient_in_float32():
+    """bf16 activations (half_precision): the hand-written gradient computes in float32 and
+    rounds dx once, so it matches the float32 gradient of the same (bf16-exact) input to
+    bfloat16 rounding. Catches sums accumulated in bfloat16 (far off over 8*6*6 values), a
+    dx of the wrong dtype, and scale/bias gradients not in float32."""
+    rng = np.random.default_rng(3)
+    shape = (8, 6, 6, 16)
+    x32 = jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.bfloat16).astype(jnp.float32)
+    ct = jnp.asarray(rng.standard_normal(shape), jnp.bfloat16)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, 16), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(16), jnp.float32)
+
+    def grads(x, dtype):
+        def loss(x, scale, bias):
+            y = fast_ops.batch_norm_train(x, scale, bias, 1e-5, dtype)[0]
+            return jnp.sum(y.astype(jnp.float32) * ct.astype(jnp.float32))
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, scale, bias)
+
+    jaxpr = str(
+        jax.make_jaxpr(lambda x: fast_ops.batch_norm_train(x, scale, bias, 1e-5))(
+            x32.astype(jnp.bfloat16)
+        )
+    )
+    assert "custom_vjp_call" in jaxpr
+    dx, dscale, dbias = grads(x32.astype(jnp.bfloat16), jnp.bfloat16)
+    assert dx.dtype == jnp.bfloat16 and dscale.dtype == dbias.dtype == jnp.float32
+    ref = grads(x32, jnp.float32)
+    for got, want in zip((dx, dscale, dbias), ref, strict=True):
+        want = np.asarray(want)
+        np.testing.assert_allclose(
+            np.asarray(got, np.float32), want, rtol=2**-8, atol=2**-8 * np.max(np.abs(want))
+        )

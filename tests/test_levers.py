@@ -17,7 +17,8 @@ def test_the_default_is_every_lever_on():
     assert levers.current() == levers.DEFAULT == levers.Levers()
     assert all(getattr(levers.DEFAULT, name) is True for name in levers.NAMES)
     assert levers.NAMES == (
-        "onednn", "materialize", "small_conv", "pool_broadcast", "cpu_pool", "im2col", "fast_bn"
+        "onednn", "materialize", "small_conv", "pool_broadcast", "cpu_pool", "im2col", "fast_bn",
+        "fast_gelu",
     )  # fmt: skip
     with pytest.raises(dataclasses.FrozenInstanceError):
         levers.DEFAULT.onednn = False  # type: ignore[misc]

@@ -1,5 +1,5 @@
 """CPU kernels (oneDNN convolutions, im2col and tap-sum convs, the index max-pool, the
-hand-written BatchNorm gradient, conv inputs kept in memory), chosen per lowering
+hand-written BatchNorm and GELU gradients, conv inputs kept in memory), chosen per lowering
 platform, so GPU/TPU programs never see them.
 
 The model side uses this interface only, and only from ``cifar_jax.models.layers``
@@ -11,6 +11,7 @@ XLA:CPU computes it.
   keeps XLA convs' inputs in memory (:func:`conv_input`).
 * :func:`max_pool2x2`: 2x2/stride-2 max-pool (index form on CPU or when deterministic).
 * :func:`batch_norm_train`, :func:`normalize`: training- and eval-mode BatchNorm.
+* :func:`gelu`: exact GELU (hand-written gradient on CPU).
 * :func:`cpu_kernels_on`, :func:`platform_step`: which branch is being traced
   (:mod:`cifar_jax.kernels.lowering`); :func:`batch_sharded_over`: the batch mesh the
   oneDNN convs run per shard of (:mod:`cifar_jax.kernels.onednn`).
@@ -22,6 +23,7 @@ from cifar_jax.kernels.fast_ops import (
     batch_norm_train,
     conv_general_dilated,
     conv_input,
+    gelu,
     max_pool2x2,
     normalize,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "conv_general_dilated",
     "conv_input",
     "cpu_kernels_on",
+    "gelu",
     "levers",
     "max_pool2x2",
     "normalize",

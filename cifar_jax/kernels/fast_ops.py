@@ -30,6 +30,9 @@ inside a step XLA split the overlap-add into kh*kw materialized pads, 10x slower
 BatchNorm. :func:`batch_norm_train` computes flax's values with a hand-written gradient
 on CPU (see there); :class:`cifar_jax.models.layers.BatchNorm` uses it.
 
+GELU. :func:`gelu`, the exact form with a hand-written gradient on CPU (see there); the
+models' ``activation="gelu"``.
+
 These functions pick their CPU forms at trace time for programs lowered for the CPU
 (:mod:`cifar_jax.kernels.lowering`), so GPU/TPU programs are unchanged, also when a CPU
 machine lowers them; each CPU form is a switch in :mod:`cifar_jax.kernels.levers`.
@@ -57,13 +60,19 @@ def _window_max_and_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Max of each 2x2 window and the (row-major) position of its first maximum.
 
     Strict ``>`` keeps the first of equal values and NaN wins, as in torch's MaxPool2d.
+    Each window element is a strided view of ``x`` itself: for odd sizes the last row or
+    column is never read (VALID pooling), without first copying ``x`` cropped.
     """
     n, h, w, c = x.shape
-    xr = x.reshape(n, h // 2, 2, w // 2, 2, c)
-    best = xr[:, :, 0, :, 0, :]
+    h2, w2 = h // 2, w // 2
+
+    def view(i: int, j: int) -> jax.Array:  # element (i, j) of every window
+        return lax.slice(x, (0, i, j, 0), (n, i + 2 * h2 - 1, j + 2 * w2 - 1, c), (1, 2, 2, 1))
+
+    best = view(0, 0)
     index = jnp.zeros(best.shape, jnp.int8)
     for k, (i, j) in enumerate(((0, 1), (1, 0), (1, 1)), start=1):
-        v = xr[:, :, i, :, j, :]
+        v = view(i, j)
         better = (v > best) | jnp.isnan(v)
         best = jnp.where(better, v, best)
         index = jnp.where(better, jnp.int8(k), index)
@@ -71,16 +80,16 @@ def _window_max_and_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _pool_even(x: jax.Array, broadcast: bool) -> jax.Array:
+def _pool(x: jax.Array, broadcast: bool) -> jax.Array:
     return _window_max_and_index(x)[0]
 
 
-def _pool_even_fwd(x: jax.Array, broadcast: bool):
+def _pool_fwd(x: jax.Array, broadcast: bool):
     y, index = _window_max_and_index(x)
     # The gradient uses the saved index, never ``x == y``: XLA may recompute x in another
     # fusion with different rounding (FMA contraction), which made equality masks drop
-    # gradients inside whole models.
-    return y, index
+    # gradients inside whole models. The zero-size array carries x's shape.
+    return y, (index, jnp.zeros((0, *x.shape[1:3]), jnp.int8))
 
 
 # From this many channels the pooling gradient is one broadcast select (5-12% faster
@@ -89,9 +98,18 @@ def _pool_even_fwd(x: jax.Array, broadcast: bool):
 POOL_BROADCAST_MIN_CHANNELS = 16
 
 
-def _pool_even_bwd(broadcast: bool, index, g):
+def _pool_bwd(broadcast: bool, residuals, g):
+    index, x_shape = residuals
+    h, w = x_shape.shape[1:]
     n, h2, w2, c = g.shape
     zero = jnp.zeros((), g.dtype)
+    if h % 2 or w % 2:
+        # Odd sizes: one more window row/column whose index matches no position (-1), so
+        # the gradient comes out one even size larger and is cropped to x's, inside the
+        # same elementwise pass (a pad of the even-size gradient was a separate pass).
+        pads = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+        index, g = jnp.pad(index, pads, constant_values=-1), jnp.pad(g, pads)
+        h2, w2 = h2 + h % 2, w2 + w % 2
     if broadcast:
         # dx[n, 2i+a, 2j+b, c] = g[n, i, j, c] where the saved index is 2a+b.
         shape = (1, 1, 2, 1, 2, 1)
@@ -100,28 +118,26 @@ def _pool_even_bwd(broadcast: bool, index, g):
         )
         wide = index[:, :, None, :, None, :] == position
         dx = jnp.where(wide, g[:, :, None, :, None, :], zero)
-        return (dx.reshape(n, 2 * h2, 2 * w2, c),)
-    parts = [jnp.where(index == k, g, zero) for k in range(4)]  # (0,0) (0,1) (1,0) (1,1)
-    row0 = jnp.stack(parts[0:2], axis=3)  # n, h/2, w/2, 2(j), c
-    row1 = jnp.stack(parts[2:4], axis=3)
-    dx = jnp.stack([row0, row1], axis=2)  # n, h/2, 2(i), w/2, 2(j), c
-    return (dx.reshape(n, 2 * h2, 2 * w2, c),)
+    else:
+        parts = [jnp.where(index == k, g, zero) for k in range(4)]  # (0,0) (0,1) (1,0) (1,1)
+        row0 = jnp.stack(parts[0:2], axis=3)  # n, h/2, w/2, 2(j), c
+        row1 = jnp.stack(parts[2:4], axis=3)
+        dx = jnp.stack([row0, row1], axis=2)  # n, h/2, 2(i), w/2, 2(j), c
+    return (dx.reshape(n, 2 * h2, 2 * w2, c)[:, :h, :w, :],)
 
 
-_pool_even.defvjp(_pool_even_fwd, _pool_even_bwd)
+_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
 def max_pool2x2_index(x: jax.Array) -> jax.Array:
     """2x2/stride-2 max-pool from the four strided views, gradient through the saved index
     of the first maximum; values and gradients equal to :func:`max_pool2x2_window`.
 
-    Odd sizes drop the last row/column first (as VALID pooling and torch do).
+    Odd sizes leave the last row/column out (as VALID pooling and torch do); its gradient
+    is 0.
     """
-    n, h, w, c = x.shape
-    if h % 2 or w % 2:
-        x = x[:, : h - h % 2, : w - w % 2, :]
-    broadcast = c >= POOL_BROADCAST_MIN_CHANNELS and levers.current().pool_broadcast
-    return _pool_even(x, broadcast)
+    broadcast = x.shape[-1] >= POOL_BROADCAST_MIN_CHANNELS and levers.current().pool_broadcast
+    return _pool(x, broadcast)
 
 
 def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
@@ -304,32 +320,42 @@ def _bn_train_cpu_fwd(x, scale, bias, epsilon: float, dtype=None):
 
 def _bn_train_cpu_bwd(epsilon: float, dtype, residuals, cotangents):
     del epsilon, dtype  # epsilon is folded into the saved rsqrt
-    x, mean, rstd, scale = residuals
+    x_saved, mean, rstd, scale = residuals
     dy, dmean, dvar = cotangents
+    # bfloat16 activations: the gradient in float32 (as the statistics), dx rounded once.
+    x, dy = x_saved.astype(mean.dtype), dy.astype(mean.dtype)
     axes = tuple(range(x.ndim - 1))
     count = math.prod(x.shape[:-1])
-    xhat = (x - mean) * rstd
     dbias = jnp.sum(dy, axes)
-    dscale = jnp.sum(dy * xhat, axes)
-    # d/dx of y = xhat * scale + bias through x, mean and var (the textbook form):
-    dx = (scale * rstd / count) * (count * dy - dbias - xhat * dscale)
+    dscale = jnp.sum(dy * (x - mean), axes) * rstd
+    # d/dx of y = xhat * scale + bias through x, mean and var (the textbook form
+    # scale*rstd/m * (m*dy - dbias - xhat*dscale)) as k*dy + slope*x + offset with
+    # per-channel coefficients: one pass over dy and x, no xhat array for XLA to keep.
+    k = scale * rstd
+    slope = -k * rstd * dscale / count
+    offset = -k * dbias / count - slope * mean
+    dx = k * dy + slope * x + offset
     # The batch statistics are outputs too (for the running averages); their
     # cotangents are symbolic zeros unless a loss uses them.
     if not isinstance(dmean, SymbolicZero):
         dx = dx + dmean / count
     if not isinstance(dvar, SymbolicZero):
         dx = dx + (x - mean) * (2.0 * dvar / count)
-    return dx.astype(x.dtype), dscale, dbias
+    return dx.astype(x_saved.dtype), dscale, dbias
 
 
 _bn_train_cpu.defvjp(_bn_train_cpu_fwd, _bn_train_cpu_bwd, symbolic_zeros=True)
 
 
 def use_fast_batch_norm(x: jax.Array) -> bool:
-    """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32
-    (bfloat16 activations take the autodiff form, whose statistics are float32 too), lever
+    """Whether training-mode BatchNorm takes the hand-written gradient: CPU, float32 or
+    bfloat16 activations (the gradient is computed in float32 either way), lever
     ``fast_bn`` on."""
-    return lowering.cpu_kernels_on() and x.dtype == jnp.float32 and levers.current().fast_bn
+    return (
+        lowering.cpu_kernels_on()
+        and x.dtype in (jnp.float32, jnp.bfloat16)
+        and levers.current().fast_bn
+    )
 
 
 def batch_norm_train(
@@ -337,17 +363,76 @@ def batch_norm_train(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BatchNorm over all axes but the last: ``(y, batch mean, batch var)``.
     ``y`` has ``dtype`` (None: ``x``, scale and bias promoted); the statistics are float32
-    (also for a bfloat16 ``x``, which the autodiff form below then gets).
+    (also for a bfloat16 ``x``).
 
     The values are flax ``nn.BatchNorm``'s. Its gradient, by autodiff through
     ``E[x^2] - E[x]^2`` and the broadcasts, is on XLA:CPU a chain of reductions and
-    elementwise passes over the activation. On CPU (float32) this uses the textbook
-    gradient ``dx = scale*rstd/m * (m*dy - sum(dy) - xhat*sum(dy*xhat))``: two
-    reductions and one elementwise pass. Whole train steps 0.99-1.08x, mostly +4%
-    (``python -m cifar_jax.bench_levers --lever=fast_bn``, docs/performance.md). Equal
-    to the autodiff gradient within float rounding (tests/test_fast_bn.py). GPU/TPU
-    programs are unchanged.
+    elementwise passes over the activation. On CPU (float32 or bfloat16 ``x``; the
+    gradient's math in float32) this uses the textbook gradient ``dx = scale*rstd/m *
+    (m*dy - sum(dy) - xhat*sum(dy*xhat))``: two reductions and one elementwise pass, with
+    per-channel coefficients so no ``xhat`` array is kept. float32 whole train steps
+    0.99-1.08x, mostly +4% (``python -m cifar_jax.bench_levers --lever=fast_bn``,
+    docs/performance.md); bfloat16: docs/fast.md. Equal to the autodiff gradient within
+    float rounding (tests/test_fast_bn.py). GPU/TPU programs are unchanged.
     """
     if use_fast_batch_norm(x):
         return _bn_train_cpu(x, scale, bias, epsilon, dtype)
     return _bn_train_autodiff(x, scale, bias, epsilon, dtype)
+
+
+# ------------------------------------------------------------------ gelu
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """torch's default ``nn.GELU()``, the exact erf form: ``jax.nn.gelu(x,
+    approximate=False)``."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+def _phi_cdf(x: jax.Array) -> jax.Array:
+    # torch's form, 0.5 * (1 + erf(x / sqrt(2))): XLA's erf is one rational function, its
+    # erfc (jax.nn.gelu's form) two branches and an exponential (~2x the time on CPU).
+    return 0.5 * (1.0 + lax.erf(x * _SQRT_HALF))
+
+
+def _gelu_f32(x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    return x * _phi_cdf(x)
+
+
+@jax.custom_vjp
+def _gelu_cpu(x: jax.Array) -> jax.Array:
+    return _gelu_f32(x).astype(x.dtype)
+
+
+def _gelu_cpu_fwd(x: jax.Array):
+    return _gelu_cpu(x), x
+
+
+def _gelu_cpu_bwd(x: jax.Array, g: jax.Array):
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    # d/dx x * Phi(x) = Phi(x) + x * phi(x)
+    slope = _phi_cdf(xf) + xf * (_INV_SQRT_2PI * jnp.exp(-0.5 * xf * xf))
+    return ((g.astype(xf.dtype) * slope).astype(g.dtype),)
+
+
+_gelu_cpu.defvjp(_gelu_cpu_fwd, _gelu_cpu_bwd)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, torch's ``nn.GELU()``.
+
+    On CPU (lever ``fast_gelu``), float32 or bfloat16, with a hand-written gradient that
+    saves only ``x`` and computes ``Phi(x) + x * phi(x)`` in one elementwise pass: autodiff
+    through ``erfc`` kept its linearization (erfc, the exponential, products) as separate
+    arrays, three to five passes over each activation per step (airbench94,
+    docs/fast.md). float32 math for a bfloat16 ``x``, rounded once. Values agree with
+    :func:`gelu_exact`'s to float32 rounding (in bfloat16 they are closer to the exact
+    function); gradients too (tests/test_fast_gelu.py). GPU/TPU programs are unchanged.
+    """
+    fast_dtype = x.dtype in (jnp.float32, jnp.bfloat16)
+    if fast_dtype and lowering.cpu_kernels_on() and levers.current().fast_gelu:
+        return _gelu_cpu(x)
+    return gelu_exact(x)

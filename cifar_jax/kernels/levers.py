@@ -39,6 +39,8 @@ class Levers:
     im2col: bool = True
     # Training-mode BatchNorm with the hand-written gradient.
     fast_bn: bool = True
+    # Exact GELU with the hand-written gradient (fast_ops.gelu).
+    fast_gelu: bool = True
 
 
 NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Levers))

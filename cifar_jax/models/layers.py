@@ -42,8 +42,9 @@ _ACTIVATION_FUNCTIONS: types.MappingProxyType[str, Callable[[jax.Array], jax.Arr
             # torch.nn.LeakyReLU's default slope (flax/jax also default to 0.01).
             "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.01),
             "elu": jax.nn.elu,
-            # torch.nn.GELU's default is the exact erf form, not the tanh approximation.
-            "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+            # torch.nn.GELU's default is the exact erf form, not the tanh approximation
+            # (with a hand-written gradient on CPU: cifar_jax.kernels.gelu).
+            "gelu": kernels.gelu,
             "silu": jax.nn.silu,
             "mish": jax.nn.mish,
         }
