@@ -79,17 +79,17 @@ def _window_max_and_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return best, index
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _pool(x: jax.Array, broadcast: bool) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _pool(x: jax.Array, broadcast: bool, hw: tuple[int, int]) -> jax.Array:
     return _window_max_and_index(x)[0]
 
 
-def _pool_fwd(x: jax.Array, broadcast: bool):
+def _pool_fwd(x: jax.Array, broadcast: bool, hw: tuple[int, int]):
     y, index = _window_max_and_index(x)
     # The gradient uses the saved index, never ``x == y``: XLA may recompute x in another
     # fusion with different rounding (FMA contraction), which made equality masks drop
-    # gradients inside whole models. The zero-size array carries x's shape.
-    return y, (index, jnp.zeros((0, *x.shape[1:3]), jnp.int8))
+    # gradients inside whole models.
+    return y, index
 
 
 # From this many channels the pooling gradient is one broadcast select (5-12% faster
@@ -98,9 +98,8 @@ def _pool_fwd(x: jax.Array, broadcast: bool):
 POOL_BROADCAST_MIN_CHANNELS = 16
 
 
-def _pool_bwd(broadcast: bool, residuals, g):
-    index, x_shape = residuals
-    h, w = x_shape.shape[1:]
+def _pool_bwd(broadcast: bool, hw: tuple[int, int], index, g):
+    h, w = hw
     n, h2, w2, c = g.shape
     zero = jnp.zeros((), g.dtype)
     if h % 2 or w % 2:
@@ -137,7 +136,7 @@ def max_pool2x2_index(x: jax.Array) -> jax.Array:
     is 0.
     """
     broadcast = x.shape[-1] >= POOL_BROADCAST_MIN_CHANNELS and levers.current().pool_broadcast
-    return _pool(x, broadcast)
+    return _pool(x, broadcast, x.shape[1:3])
 
 
 def max_pool2x2(x: jax.Array, deterministic: bool = False) -> jax.Array:
