@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,7 +267,25 @@ def cpu_description() -> str:
     isa = next((i for i in ("avx512f", "avx2", "avx") if i in flags), "unknown")
     if family:
         cpu = f"{cpu} (family {family}, model {model}, {isa.removesuffix('f').upper()})"
+    if limits := isa_limits():
+        cpu = f"{cpu}, kernels limited by {', '.join(limits)}"
     return cpu
+
+
+def isa_limits() -> list[str]:
+    """The settings that keep this process's kernels off the CPU's newest instructions,
+    e.g. ``ONEDNN_MAX_CPU_ISA=AVX2`` and ``--xla_cpu_max_isa=AVX2``: they make an AVX-512
+    machine time an AVX2 one's code paths (not its caches or clocks), so a number measured
+    under them says so."""
+    limits = [
+        f"{name}={os.environ[name]}"
+        for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+        if os.environ.get(name)
+    ]
+    xla = re.search(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    if xla:
+        limits.append(f"--xla_cpu_max_isa={xla.group(1)}")
+    return limits
 
 
 def machine_info() -> dict[str, Any]:

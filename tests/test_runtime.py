@@ -218,3 +218,19 @@ def test_deterministic_pooling_avoids_select_and_scatter(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert "select_and_scatter" in _grad_hlo(deterministic=False)
     assert "select_and_scatter" not in _grad_hlo(deterministic=True)
+
+
+def test_an_isa_limited_run_says_so_in_its_cpu(monkeypatch):
+    """A number timed under ONEDNN_MAX_CPU_ISA / --xla_cpu_max_isa is an AVX2 code path on
+    a newer CPU: the CPU every result records names the limits, and names none without."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    assert runtime.isa_limits() == []
+    assert "limited" not in runtime.cpu_description()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false --xla_cpu_max_isa=AVX2")
+    assert runtime.isa_limits() == ["ONEDNN_MAX_CPU_ISA=AVX2", "--xla_cpu_max_isa=AVX2"]
+    assert runtime.cpu_description().endswith(
+        "kernels limited by ONEDNN_MAX_CPU_ISA=AVX2, --xla_cpu_max_isa=AVX2"
+    )
