@@ -118,6 +118,50 @@ class MultiWriter:
             w.close()
 
 
+class DeferredWriter:
+    """A writer that keeps every record in memory until :meth:`open` creates the files
+    (then writes them, and everything after, straight through). A rerun in a workdir that
+    holds a good run writes nothing there until it has saved a checkpoint (train.py)."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self._workdir = workdir
+        self._enabled = enabled
+        self._writer: MultiWriter | None = None
+        self._calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    @property
+    def opened(self) -> bool:
+        return self._writer is not None
+
+    def open(self) -> None:
+        if self._writer is not None:
+            return
+        self._writer = create_writer(self._workdir, self._enabled)
+        for name, args in self._calls:
+            getattr(self._writer, name)(*args)
+        self._calls = []
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self._writer is None:
+            self._calls.append((name, args))
+        else:
+            getattr(self._writer, name)(*args)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        self._call("write_scalars", step, dict(scalars))
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self._call("write_hparams", dict(hparams))
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
 def create_writer(workdir: str, enabled: bool = True) -> MultiWriter:
     """JSON lines + TensorBoard under ``workdir``; nothing if ``enabled`` is False."""
     if not enabled:

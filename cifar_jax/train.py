@@ -27,6 +27,7 @@ from cifar_jax import (
     config_base,
     data,
     experiment,
+    holds,
     inference,
     metrics,
     optim,
@@ -156,6 +157,7 @@ def save_checkpoint(manager: Any, step: int, state: TrainState, data_state: dict
             "learning_rate or set grad_clip_norm. The last good checkpoint is kept in "
             f"{manager.directory}; rerun to resume from it."
         )
+    holds.hold("save", step)  # tests: a run killed or starved of disk at this save
     kept = f"Complete checkpoints already saved ({sorted(manager.all_steps())}) are kept."
     # The machine shape that wrote it, so a resume on another one can say so.
     data_state = {**data_state, **_run_shape()}
@@ -172,7 +174,8 @@ def resume(
 ) -> TrainState:
     """The newest readable checkpoint's state (``state`` itself if there is none).
 
-    Also moves the data iterator to the checkpoint and drops log lines written after it.
+    Also moves the data iterator to the checkpoint. It writes nothing: the log lines
+    written after the checkpoint are dropped once this run is accepted (:class:`Segment`).
     """
     changed = checkpoint.config_differences(workdir, config)
     hint = ""
@@ -189,7 +192,6 @@ def resume(
             f"{data_state.get('next_index')}, not at its step; move that checkpoint away."
         )
     train_iter.set_state(data_state)
-    _truncate_metrics_log(workdir, step)
     if changed:
         logging.warning("Resuming with a config that differs from the run's: %s", changed)
     _console(f"Resumed from checkpoint at step {step} in {manager.directory}.")
@@ -212,10 +214,11 @@ def resume(
 
 
 @contextlib.contextmanager
-def hold_workdir(workdir: str, what: str = "run") -> Iterator[None]:
+def hold_workdir(workdir: str, what: str = "run") -> Iterator[workdir_lib.WorkdirLock | None]:
     """One writer per workdir (:class:`workdir_lib.WorkdirLock`): process 0 takes the lock,
     and in a multi-process run every process learns whether it got it, so all stop
-    together (not at their next collective) when the workdir is in use."""
+    together (not at their next collective) when the workdir is in use. Yields the lock
+    in process 0 (None in the others)."""
     lock = workdir_lib.WorkdirLock(workdir, what=what)
     error = None
     if jax.process_index() == 0:
@@ -235,7 +238,7 @@ def hold_workdir(workdir: str, what: str = "run") -> Iterator[None]:
     if lock.warning:
         _console(lock.warning)
     try:
-        yield
+        yield lock if jax.process_index() == 0 else None
     finally:
         if jax.process_index() == 0:
             lock.release()
@@ -247,11 +250,79 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The workdir is held for the whole run: a second run started on it stops at once."""
     config_base.validate_config(config)  # before any data is read (Python API callers too)
     workdir = workdir_lib.prepare(workdir)
-    with hold_workdir(workdir):
-        return _train_and_evaluate(config, workdir)
+    with hold_workdir(workdir) as lock:
+        return _train_and_evaluate(config, workdir, lock)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+class Segment:
+    """What one invocation (a segment of the run) writes to its workdir, and when.
+
+    A rerun in a workdir that holds a run (checkpoints, ``config.json`` or
+    ``results.json``) is accepted only once it has saved its first checkpoint: until then
+    it writes nothing there. ``config.json`` and ``inference.json`` (which ``evaluate``,
+    ``export`` and ``load_run`` read), the metrics and TensorBoard logs (kept in memory
+    meanwhile) and the removal of log lines past the resumed step all wait for
+    :meth:`accept`. So a rerun that fails first (a NaN loss, a full disk, a kill, a lost
+    lock, a config the checkpoint refuses) leaves every file of the good run as it was.
+    ``config.json`` then describes the newest checkpoint's segment. A run in a new
+    workdir is accepted at once. Before every checkpoint and results write,
+    :meth:`check_lock` makes sure this run still holds the workdir.
+    """
+
+    def __init__(
+        self, workdir: str, lock: workdir_lib.WorkdirLock | None, start_step: int, holds_run: bool
+    ):
+        self.workdir = workdir
+        self.lock = lock
+        self.start_step = start_step
+        self.is_main = jax.process_index() == 0
+        self.writer = metrics.DeferredWriter(workdir, enabled=self.is_main)
+        self.accepted = False
+        self._pending: list[tuple[str, Any]] = []
+        self._holds_run = holds_run
+
+    def write_json(self, name: str, values: Any) -> None:
+        """Writes ``<workdir>/<name>`` now if accepted, else at :meth:`accept`."""
+        self._pending.append((name, values))
+        if self.accepted or not self._holds_run:
+            self.accept()
+
+    def accept(self) -> None:
+        if self.is_main:
+            if not self.accepted:
+                _truncate_metrics_log(self.workdir, self.start_step)
+            for name, values in self._pending:
+                with workdir_lib.write_errors(name, self.workdir):
+                    workdir_lib.write_json_atomic(os.path.join(self.workdir, name), values)
+        self._pending = []
+        self.writer.open()
+        self.accepted = True
+
+    def check_lock(self) -> None:
+        """Stops (every process) with WorkdirLockLostError if process 0 lost the lock."""
+        error = None
+        if self.lock is not None:
+            try:
+                self.lock.verify()
+            except workdir_lib.WorkdirLockLostError as e:
+                error = e
+        if jax.process_count() > 1:
+            held = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+            if not held and error is None:
+                error = workdir_lib.WorkdirLockLostError(_LOST_ELSEWHERE)
+        if error is not None:
+            raise error
+
+
+_LOST_ELSEWHERE = (
+    "process 0 of this run lost the workdir lock to another process (its message says "
+    "which); every process stops without writing another checkpoint or result."
+)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.WorkdirLock | None = None
+) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     mesh = create_mesh()
     check_batch_size(config.batch_size, mesh)
@@ -308,18 +379,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             return saved
 
     best = tracking.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
-    writer = metrics.create_writer(workdir, enabled=is_main)
+    holds_run = start_step > 0 or any(
+        os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "results.json")
+    )
+    segment = Segment(workdir, lock, start_step, holds_run)
+    writer = segment.writer
     if start_step == 0:
         writer.write_hparams(config.to_dict())
-    if is_main:
-        with workdir_lib.write_errors("config.json", workdir):
-            workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
-        # What classifying an image needs besides the weights: the workdir works without
-        # the data set from here on (predict, export, the Python API).
-        spec = inference.InferenceSpec.of_run(
-            config, dataset.class_names, exp.mean, exp.std, dataset.source
-        )
-        inference.write_spec(workdir, spec)
+    segment.write_json("config.json", config.to_dict())
+    # What classifying an image needs besides the weights: the workdir works without the
+    # data set from here on (predict, export, the Python API).
+    spec = inference.InferenceSpec.of_run(
+        config, dataset.class_names, exp.mean, exp.std, dataset.source
+    )
+    segment.write_json(inference.SPEC_FILE, spec.to_json())
 
     # Compile ahead of time so compile time is measured apart from training.
     compile_start = time.perf_counter()
@@ -339,10 +412,18 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     last_step = start_step if stopped_early else total_steps
     loop_start = time.perf_counter()
     progress.reset_clock(start_step)
-    with preemption.StopRequest() as stop:
+    multi = jax.process_count() > 1
+    with preemption.StopRequest(mesh if multi else None, lock) as stop:
         for step in range(start_step + 1, last_step + 1):
             batch = to_global(next(train_iter), exp.batch_sharding)
             state, step_metrics = train_step(state, batch)
+            holds.hold("step", step)  # tests: a signal, or a lost lock, at a known step
+            stopping = stop.poll()  # agreed by every process
+            if stop.lock_lost:
+                writer.close()
+                raise workdir_lib.WorkdirLockLostError(
+                    lock.lost_message() if lock is not None and lock.lost else _LOST_ELSEWHERE
+                )
             monitor.add(step, step_metrics)  # checks the previous step while this one runs
             if steady_start is None:
                 jax.block_until_ready(state)
@@ -371,7 +452,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                 writer.write_scalars(step, {"split": "val", **val, "epoch": step / steps_per_epoch})
                 state = validation_update(state, val["loss"], val["accuracy"], step)
                 if tracking.improved_at(state, step):
+                    segment.check_lock()
                     best.save(step, state, train_iter.get_state())
+                    segment.accept()
                 stopped_early = tracking.should_stop(state, config)
                 paused = True
             if config.target_accuracy and end_of_epoch:
@@ -393,11 +476,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                         f"{target['time_to_target_seconds']:.1f} s of training."
                     )
                     stopped_early = True
-            multi = jax.process_count() > 1
-            stopping = stop.requested(all_processes=multi and step % config.log_every_steps == 0)
             if step % checkpoint_every == 0 or step == total_steps or stopping or stopped_early:
                 monitor.flush()  # never save a state whose loss went bad
+                segment.check_lock()
                 save_checkpoint(manager, step, state, train_iter.get_state())
+                segment.accept()  # a rerun changes the workdir from its first checkpoint on
                 writer.flush()
                 paused = True
             if stopping:
@@ -484,6 +567,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if config.target_accuracy:
         results["target_reached"] = target is not None
         results.update(target or {"target_accuracy": config.target_accuracy})
+    segment.check_lock()
     if is_main:
         with workdir_lib.write_errors("results.json", workdir):
             workdir_lib.write_json_atomic(results_path, results)

@@ -13,9 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import held
 import pytest
 
 from cifar_jax import config_base, train
@@ -73,19 +73,26 @@ def tree_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def start_and_stop(workdir: Path, how: int, after_checkpoints: int = 2) -> subprocess.Popen:
-    """Starts a run and sends it signal ``how`` once it has committed some checkpoints."""
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
+def start_held(workdir: Path, step: int, *points: str) -> tuple[subprocess.Popen, Path]:
+    """Starts a run that stops at ``step`` (cifar_jax/holds.py) and waits until it is
+    there; returns it and its holds folder (:func:`held.release` lets it go on)."""
+    holds_dir = workdir.parent / f"holds-{workdir.name}"
+    holds_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cifar_jax.main", *ARGS, f"--workdir={workdir}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=held.env(holds_dir, f"step@{step}", *points),
     )  # fmt: skip
-    deadline = time.time() + 300
-    while len(committed(workdir)) < after_checkpoints and proc.poll() is None:
-        assert time.time() < deadline, "no checkpoints appeared"
-        time.sleep(0.02)
+    held.wait(holds_dir, f"step@{step}", [proc])
+    return proc, holds_dir
+
+
+def start_and_stop(workdir: Path, how: int, at_step: int = 9) -> subprocess.Popen:
+    """Runs to step ``at_step`` (checkpoints every 4 steps: 2 committed at step 9), sends
+    signal ``how`` there, and lets the run go on to handle it."""
+    proc, holds_dir = start_held(workdir, at_step)
     proc.send_signal(how)
+    held.release(holds_dir, f"step@{at_step}")
     proc.wait(timeout=300)
     return proc
 
@@ -112,10 +119,11 @@ def finished(tmp_path, straight_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def killed_dir(tmp_path_factory) -> Path:
-    """A run killed (-9) once it had committed 3 checkpoints: three tests start from a
-    copy of it (resume as is, with the latest corrupted, with all corrupted)."""
+    """A run killed (-9) at step 14, after committing 3 checkpoints: three tests start from
+    a copy of it (resume as is, with the latest corrupted, with all corrupted)."""
     workdir = tmp_path_factory.mktemp("killed") / "run"
-    assert start_and_stop(workdir, signal.SIGKILL, 3).returncode == -signal.SIGKILL
+    assert start_and_stop(workdir, signal.SIGKILL, 14).returncode == -signal.SIGKILL
+    assert committed(workdir) == [4, 8, 12]
     return workdir
 
 
@@ -136,9 +144,9 @@ def test_signal_saves_and_the_rerun_resumes_exactly(tmp_path, straight, how):
     assert "Traceback" not in stderr
     assert not (tmp_path / "results.json").exists()
     assert not (tmp_path / ".cifar_jax.lock").exists(), "the stopped run kept its lock"
-    stopped_at = committed(tmp_path)[-1]
+    assert committed(tmp_path) == [4, 8, 9]  # the signal at step 9 saved step 9
     out = run_main(tmp_path)
-    assert f"Resumed from checkpoint at step {stopped_at}" in out.stdout
+    assert "Resumed from checkpoint at step 9" in out.stdout
     assert results(tmp_path)["state_sha256"] == straight["state_sha256"]
 
 
@@ -149,9 +157,9 @@ def test_kill_9_at_several_points_resumes_bitwise_identical(
     if checkpoints_before_kill == 3:
         tmp_path = request.getfixturevalue("killed")
     else:
-        proc = start_and_stop(tmp_path, signal.SIGKILL, checkpoints_before_kill)
+        proc = start_and_stop(tmp_path, signal.SIGKILL, 6)
         assert proc.returncode == -signal.SIGKILL
-    assert len(committed(tmp_path)) >= checkpoints_before_kill
+    assert len(committed(tmp_path)) == checkpoints_before_kill
     run_main(tmp_path)
     assert results(tmp_path)["state_sha256"] == straight["state_sha256"]
 
@@ -251,34 +259,47 @@ def test_second_run_on_a_live_workdir_stops_at_once_and_a_killed_ones_lock_is_ta
     tmp_path,
 ):
     """Two writers in one workdir would rotate each other's checkpoints: the second run
-    stops naming the first; after the first dies (kill -9) its lock is taken over."""
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    longer = ("--config.num_epochs=60", "--config.checkpoint_every_steps=100")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "cifar_jax.main", *ARGS, *longer, f"--workdir={tmp_path}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    deadline = time.time() + 300
-    while not committed(tmp_path) and first.poll() is None:
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    started = time.time()
-    second = run_main(tmp_path, *longer, check=False)
-    if first.poll() is not None:
-        pytest.skip("the first run finished before the second started")
-    assert second.returncode == 1, second.stderr[-2000:]
-    assert f"in use by run pid {first.pid} on host" in second.stderr
-    assert "another --workdir" in second.stderr and "Traceback" not in second.stderr
-    assert "Resumed" not in second.stdout and time.time() - started < 120
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert (tmp_path / ".cifar_jax.lock").exists()  # kill -9 leaves the lock behind
-    # The third run finishes one epoch past the last checkpoint, not the first run's 60.
-    last = committed(tmp_path)[-1]
-    third = run_main(tmp_path, *longer, f"--config.num_train_steps={last + 16}")
+    stops naming the first (held at step 5, so it is certainly alive); after the first
+    dies (kill -9) its lock is taken over."""
+    workdir = tmp_path / "run"
+    first, _ = start_held(workdir, 5)
+    try:
+        second = run_main(workdir, check=False)
+        assert second.returncode == 1, second.stderr[-2000:]
+        assert f"in use by run pid {first.pid} on host" in second.stderr
+        assert "another --workdir" in second.stderr and "Traceback" not in second.stderr
+        assert "Resumed" not in second.stdout
+    finally:
+        first.kill()
+        first.wait()
+    assert (workdir / ".cifar_jax.lock").exists()  # kill -9 leaves the lock behind
+    assert committed(workdir) == [4]
+    third = run_main(workdir)
     assert "took over the lock" in third.stdout
     assert f"process {first.pid} on this host is no longer running" in third.stdout
-    assert f"Resumed from checkpoint at step {last}" in third.stdout
-    assert results(tmp_path)["steps"] == last + 16
-    assert not (tmp_path / ".cifar_jax.lock").exists()
+    assert "Resumed from checkpoint at step 4" in third.stdout
+    assert results(workdir)["steps"] == 32
+    assert not (workdir / ".cifar_jax.lock").exists()
+
+
+def test_a_run_whose_lock_is_taken_stops_without_writing_again(tmp_path):
+    """Another process takes the lock of a live run (by hand, or a host whose heartbeat
+    stalled past the stale limit): at its next checkpoint the run sees the lock is not
+    its own and stops with exit 1, writing no checkpoint, log or result."""
+    workdir = tmp_path / "run"
+    proc, holds_dir = start_held(workdir, 5)
+    assert committed(workdir) == [4]
+    theirs = {"host": "elsewhere", "pid": 7, "started": "now", "what": "run", "token": "theirs"}
+    (workdir / ".cifar_jax.lock").write_text(json.dumps(theirs))
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    held.release(holds_dir, "step@5")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    assert "lost its lock" in err and "pid 7 on host elsewhere" in err
+    assert "Traceback" not in err
+    assert committed(workdir) == [4] and not (workdir / "results.json").exists()
+    after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    # Only the metrics logs of steps 5-8 (written before the checkpoint check) may differ.
+    changed = {p.relative_to(workdir).parts[0] for p in set(before) | set(after)
+               if before.get(p) != after.get(p)}  # fmt: skip
+    assert changed <= {"metrics.jsonl", "tensorboard"}, changed
