@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -20,6 +21,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import held
 import numpy as np
 import pytest
 from test_data_sources import make_release, write_folder
@@ -153,9 +155,12 @@ CASES = [
     Case("archive_missing_members", [], ["cifar-10-python.tar.gz", "data_batch_1"],
          prepare="prepare_wrong_archive_member"),
     # ---- training
-    # Resumes the good SGD run at step 2: the NaN at step 4 must not touch its checkpoint.
+    # Resume the good SGD run at step 2 and fail after training has started: nothing of
+    # the good run may change (config.json kept learning_rate=1e30 on main).
     Case("nan_loss", ["--config.optimizer=sgd", "--config.learning_rate=1e30"],
          ["loss is nan", "step 4", "learning_rate"]),
+    Case("full_disk_during_save", [], ["could not write checkpoint 4", "are kept"],
+         ulimit_kb=200),
     # ---- workdir (checkpoint cases with a finished run are in test_reliability.py)
     Case("workdir_is_a_file", [], ["workdir", "not a folder"], prepare="prepare_file_as_workdir"),
 ]
@@ -176,17 +181,23 @@ def _command(case: Case, root: Path) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ, **case.env)
     if "XLA_FLAGS" not in case.env:
         env.pop("XLA_FLAGS", None)
+    if case.ulimit_kb:  # `ulimit -f` caps file size: what a full disk looks like to a writer
+        args = ["bash", "-c", f'ulimit -f {case.ulimit_kb}; exec "$@"', "bash", *args]
     return args, env
 
 
 def good_files_digest(workdir: Path) -> str:
-    """sha256 over the path and bytes of every checkpoint file and results.json."""
+    """sha256 over the path and bytes of every file of the workdir (config.json,
+    inference.json, metrics.jsonl, TensorBoard events, checkpoints, results.json), except
+    the lock (it says who is running, not what ran: a killed case leaves its own) and
+    Orbax's temporary folders of a save that never completed (never read as a
+    checkpoint; cleared by the next run)."""
     digest = hashlib.sha256()
-    files = [workdir / "results.json"] + sorted(
-        p for sub in ("checkpoints", "best") for p in (workdir / sub).rglob("*") if p.is_file()
-    )
-    for path in files:
-        digest.update(str(path.relative_to(workdir)).encode())
+    for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
+        rel = path.relative_to(workdir)
+        if rel.name == ".cifar_jax.lock" or any("orbax-checkpoint-tmp" in x for x in rel.parts):
+            continue
+        digest.update(str(rel).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -259,6 +270,39 @@ def test_bad_input_leaves_the_good_checkpoints_and_results_untouched(case: Case,
     assert (outcome.workdir / "results.json").exists()
     assert (outcome.workdir / "checkpoints" / "2").is_dir()
     assert good_files_digest(outcome.workdir) == outcome.before
+
+
+def test_bad_input_leaves_every_file_of_the_good_run(outcomes):
+    """The digest is of every file: a good run's workdir holds them all."""
+    workdir = outcomes["nan_loss"].workdir
+    names = {p.relative_to(workdir).parts[0] for p in workdir.rglob("*") if p.is_file()}
+    assert {"config.json", "inference.json", "metrics.jsonl", "tensorboard", "checkpoints",
+            "results.json"} <= names  # fmt: skip
+
+
+def test_a_rerun_killed_at_its_first_save_leaves_the_good_run(outcomes, tmp_path):
+    """kill -9 as the resumed rerun saves its first checkpoint (a hold point at the save
+    of step 4): every file of the good run is as it was, and the next rerun resumes."""
+    workdir = tmp_path / "run"
+    shutil.copytree(outcomes["nan_loss"].workdir.parent.parent / "good_run", workdir)
+    before = good_files_digest(workdir)
+    holds_dir = tmp_path / "holds"
+    holds_dir.mkdir()
+    args, _ = _command(Case("killed", ["--config.learning_rate=0.01"], []), tmp_path)
+    proc = subprocess.Popen(args, env=held.env(holds_dir, "save@4"), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        held.wait(holds_dir, "save@4", [proc])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert good_files_digest(workdir) == before
+    out = subprocess.run(args, env=held.env(holds_dir), capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Resumed from checkpoint at step 2" in out.stdout
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["learning_rate"] == 0.01 and config["num_train_steps"] == 4
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):

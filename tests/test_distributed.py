@@ -2,10 +2,13 @@
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import held
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +53,15 @@ def one_process_run(tmp_path_factory) -> Path:
     return _SHARED["one"]
 
 
+def two_process_run(tmp_path_factory) -> Path:
+    """The uninterrupted 2-process run of ARGS, trained once per session."""
+    if "two" not in _SHARED:
+        workdir = tmp_path_factory.mktemp("two_processes") / "run"
+        _launch(workdir, 2)
+        _SHARED["two"] = workdir
+    return _SHARED["two"]
+
+
 def _train_losses(workdir: Path) -> list[float]:
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in records if r.get("split") == "train"]
@@ -60,12 +72,52 @@ def test_two_processes_match_one_process(tmp_path, tmp_path_factory):
     # dropout masks must not depend on how the batch is split.
     one_dir = one_process_run(tmp_path_factory)
     one = json.loads((one_dir / "results.json").read_text())
-    two = _launch(tmp_path / "two", 2)
+    two_dir = two_process_run(tmp_path_factory)
+    two = json.loads((two_dir / "results.json").read_text())
     assert one["num_processes"] == 1 and two["num_processes"] == 2
     assert two["num_devices"] == 2
-    np.testing.assert_allclose(_train_losses(one_dir), _train_losses(tmp_path / "two"),
+    np.testing.assert_allclose(_train_losses(one_dir), _train_losses(two_dir),
                                rtol=2e-4)  # fmt: skip
     assert abs(one["test_accuracy"] - two["test_accuracy"]) <= 0.011
     np.testing.assert_allclose(one["test_loss"], two["test_loss"], rtol=1e-3)
     # Only process 0 writes the results and the logs; checkpoints exist once.
-    assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["16", "8"]
+    assert sorted(os.listdir(two_dir / "checkpoints")) == ["16", "8"]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, tmp_path_factory):
+    """A scheduler preempting one node signals one process. Both processes stand at step
+    3 (a hold point) when process 1 alone gets SIGTERM: both must stop after the same
+    step, save one checkpoint together and exit 143, and the rerun must end where an
+    uninterrupted run does. (On main, process 1 read its own flag at step 3 and entered
+    the checkpoint save while process 0 entered step 4: both hung.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "run"
+    holds_dir = tmp_path / "holds"
+    holds_dir.mkdir()
+    procs = []
+    for i in range(2):
+        env = held.env(holds_dir, "step@3")
+        env.update(CIFAR_JAX_COORDINATOR=f"127.0.0.1:{port}", CIFAR_JAX_NUM_PROCESSES="2",
+                   CIFAR_JAX_PROCESS_ID=str(i))  # fmt: skip
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cifar_jax.main", *ARGS, f"--workdir={workdir}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    try:
+        held.wait(holds_dir, "step@3", procs, count=2)
+        procs[1].send_signal(signal.SIGTERM)
+        held.release(holds_dir, "step@3")
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for proc, (_, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 143, err[-3000:]
+        assert "stopped by SIGTERM after step 4/16" in err, err[-3000:]
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["4"]
+    rerun = _launch(workdir, 2)
+    assert rerun["resumed_from_step"] == 4
+    two = json.loads((two_process_run(tmp_path_factory) / "results.json").read_text())
+    assert rerun["state_sha256"] == two["state_sha256"]
