@@ -1,8 +1,11 @@
 """Export: a trained run's model as a StableHLO (``jax.export``) file and an ONNX file that
 give the package's own probabilities on real CIFAR-10 test images, at batch 1 and 37, for
-a run with BatchNorm and one with dropout; the StableHLO file runs in a process that
+a run with BatchNorm and one with dropout, and classify the whole real CIFAR-10 test split
+with exactly the accuracy the run recorded; the StableHLO file runs in a process that
 cannot import cifar_jax; a GPU-shaped config (bfloat16, deterministic pools) exports for
-CUDA without a CPU kernel.
+CUDA without a CPU kernel. The export check compares log-probabilities relatively (a
+saturated softmax hides nothing), on the run's real test images or the ones shipped in the
+package, and a file that fails it never reaches ``--out``.
 
 The trained runs are shared (tests/tiny_runs.py). The first ONNX conversion of the
 session imports every jax2onnx plugin (~20 s on 2 busy cores); the rest is seconds.
@@ -11,6 +14,7 @@ session imports every jax2onnx plugin (~20 s on 2 busy cores); the rest is secon
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -54,17 +58,27 @@ def images(loaded):
 
 @pytest.fixture(scope="module")
 def exported(loaded, tmp_path_factory):
-    """fmt -> path of the run's exported file (written once per run)."""
+    """fmt -> path of the run's exported file (written once per run, as the command
+    writes it: checked on the run's first 256 test images before it reaches its path)."""
     folder = tmp_path_factory.mktemp("exported")
     cache: dict[str, str] = {}
 
     def get(fmt: str) -> str:
         _need(fmt)
         if fmt not in cache:
-            cache[fmt] = inference.export(loaded, fmt, str(folder / f"model.{fmt}"))[0]
+            path, _, check = inference.export_checked(loaded, fmt, str(folder / f"model.{fmt}"))
+            assert check.count == inference.CHECK_IMAGES and "run's test split" in check.images
+            cache[fmt] = path
         return cache[fmt]
 
     return get
+
+
+def _test_batch(real_data_root) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of the official CIFAR-10 test_batch.bin, read here with numpy."""
+    path = real_data_root / "cifar10" / "cifar-10-batches-bin" / "test_batch.bin"
+    records = np.fromfile(path, np.uint8).reshape(-1, 1 + 32 * 32 * 3)
+    return records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), records[:, 0]
 
 
 def test_the_runs_are_what_the_tests_claim(loaded):
@@ -83,7 +97,41 @@ def test_exported_file_gives_the_packages_probabilities(loaded, images, exported
         got = inference.run_exported(path, fmt, images[:n])
         assert got.shape == (n, 10) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+        relative = inference.relative_log_prob_difference(got, want)
+        assert relative.max() <= inference.CHECK_TOLERANCE["float32"]
         assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+@pytest.mark.parametrize("fmt", inference.FORMATS)
+def test_exported_file_classifies_the_test_split_with_the_runs_accuracy(
+    loaded, exported, fmt, real_data_root
+):
+    """The file's top class on every image of the run's test split (the real CIFAR-10
+    test batch, 10,000 images, as the run read and evaluated it) is right exactly as often
+    as the run's recorded test_accuracy says, counted in images.
+
+    Exact, not within a tolerance: the run evaluated these weights (its final state, which
+    the latest checkpoint holds; same state_sha256) in float32, and so does the file, so the
+    two differ only by the order XLA's and oneDNN's convolutions sum in (log-probabilities
+    within ~3e-7 of their range), far below the smallest top-2 gap of 10,000 images (~1e-4
+    on these runs). A bfloat16 run could not be held to this: its ONNX file computes in
+    float32.
+    """
+    results = loaded.results
+    assert results["tested_checkpoint"] == "final" and not loaded.config.half_precision
+    assert loaded.state_sha256() == results["state_sha256"]  # the weights the run tested
+    test = loaded.dataset.test
+    n = results["test_examples"]
+    assert len(test) == n == 10_000
+    images, labels = _test_batch(real_data_root)  # the official test batch, image for image
+    assert np.array_equal(test.images, images) and np.array_equal(test.labels, labels)
+    path = exported(fmt)
+    probs = np.concatenate(
+        [inference.run_exported(path, fmt, test.images[i : i + 2500]) for i in range(0, n, 2500)]
+    )
+    assert probs.shape == (n, 10)
+    correct = int((probs.argmax(-1) == test.labels).sum())
+    assert correct == round(results["test_accuracy"] * n), (correct, results["test_accuracy"])
 
 
 def test_stablehlo_file_runs_without_the_package(loaded, images, exported, tmp_path):
@@ -156,12 +204,13 @@ def test_gpu_shaped_config_exports_for_cuda_without_cpu_kernels(bn_run, tmp_path
     assert json.loads(open(facts_path).read())["compute_dtype"] == "bfloat16"
     tolerance = inference.CHECK_TOLERANCE["bfloat16"]
     want = run.predict(images).probs
-    np.testing.assert_allclose(np.asarray(exp.call(images)), want, atol=tolerance, rtol=0)
+    got = np.asarray(exp.call(images))
+    assert inference.relative_log_prob_difference(got, want).max() <= tolerance
     _need("onnx")
     onnx_path, onnx_facts = inference.export(run, "onnx", str(tmp_path / "gpu.onnx"))
     assert json.loads(open(onnx_facts).read())["compute_dtype"] == "float32"
     got = inference.run_exported(onnx_path, "onnx", images)
-    np.testing.assert_allclose(got, want, atol=tolerance, rtol=0)
+    assert inference.relative_log_prob_difference(got, want).max() <= tolerance
 
 
 def test_export_command_writes_and_checks_the_file(bn_run, tmp_path):
@@ -170,21 +219,142 @@ def test_export_command_writes_and_checks_the_file(bn_run, tmp_path):
         "export", f"--workdir={bn_run.workdir}", "--format=stablehlo", f"--out={out_file}"
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"Wrote {out_file}" in out.stdout and "Checked: on 8 random images" in out.stdout
-    assert json.loads((tmp_path / "m.stablehlo.json").read_text())["platforms"] == ["cpu", "cuda"]
+    assert f"Wrote {out_file}" in out.stdout
+    source = bn_run.dataset.source
+    assert (
+        f"Checked: on 256 images (the first 256 images of the run's test split, {source}) "
+        "the file's log-probabilities are within "
+    ) in out.stdout, out.stdout
+    assert "relative to each image's range of log-probabilities (allowed 0.0001)" in out.stdout
+    facts = json.loads((tmp_path / "m.stablehlo.json").read_text())
+    assert facts["platforms"] == ["cpu", "cuda"]
+    assert facts["check"]["count"] == 256 and facts["check"]["max_relative_difference"] < 1e-5
+    assert sorted(os.listdir(tmp_path)) == ["m.stablehlo", "m.stablehlo.json"]  # no temporaries
     bad = run_command("export", f"--workdir={bn_run.workdir}", "--format=tflite", "--out=x")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "--format='tflite' is not known; use one of stablehlo, onnx" in bad.stderr
 
 
+def test_the_check_compares_log_probabilities_relatively():
+    """A logit 5 too high on a class the softmax gives ~1e-9 moves no probability by more
+    than 1e-6, so |p_file - p_package| < 1e-4 passes it; in log space it is 5 of a range
+    of 35, far over any tolerance."""
+    want_logits = np.array([[30.0, 10.0, 0.0, -5.0], [2.0, 1.0, 0.5, 0.0]], np.float32)
+    got_logits = want_logits + np.array([[0, 5, 0, 0], [0, 0, 0, 0]], np.float32)
+
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+    want, got = softmax(want_logits), softmax(got_logits)
+    assert np.abs(got - want).max() < 1e-6  # what an absolute check on probabilities sees
+    diff = inference.relative_log_prob_difference(got, want)
+    assert diff[0] == pytest.approx(5 / 35, rel=1e-3) and diff[1] == 0
+    assert diff[0] > inference.CHECK_TOLERANCE["bfloat16"] > inference.CHECK_TOLERANCE["float32"]
+    # Probabilities that underflow in both (one runtime flushing a denormal to zero, the
+    # other not) agree; a NaN never does.
+    tiny = np.array([[1.0, 0.0]], np.float32)
+    assert inference.relative_log_prob_difference(tiny + [[0, 1e-44]], tiny)[0] == 0
+    assert np.isnan(inference.relative_log_prob_difference([[np.nan, 1.0]], tiny)[0])
+
+
+def test_the_check_runs_on_the_runs_test_images_or_the_shipped_ones(
+    bn_run, tmp_path, monkeypatch, real_data_root
+):
+    """Real CIFAR images: the first 256 of the run's test split where its data set can be
+    read (never downloaded); else the 30 CIFAR-10 test images shipped in the package,
+    which are the official test_batch.bin's records they name."""
+    images = inference.check_images(bn_run)
+    test = bn_run.dataset.test
+    assert len(images) == 256 and np.array_equal(images.images, test.images[:256])
+    assert images.description == (
+        f"the first 256 images of the run's test split, {bn_run.dataset.source}"
+    )
+    assert len(inference.check_images(bn_run, num=20_000)) == 10_000
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    config = runs.read_config(bn_run.workdir)
+    config.data_source = "auto"  # would download; the check must not
+    moved = runs.load_run(bn_run.workdir, data_dir=str(empty), config=config)
+    shipped = inference.check_images(moved)
+    assert len(shipped) == 30 and shipped.images.dtype == np.uint8
+    assert shipped.description.startswith(
+        "the 30 real CIFAR-10 test images shipped with cifar_jax, the first 3 of each class of "
+        f"test_batch.bin; the run's test split cannot be read: no CIFAR-10 data found under {empty}"
+    ), shipped.description
+    assert os.listdir(empty) == []  # nothing downloaded
+    official, labels = _test_batch(real_data_root)
+    with np.load(inference.SHIPPED_CHECK_IMAGES) as f:
+        indices, shipped_labels = f["indices"], f["labels"]
+    assert np.array_equal(shipped.images, official[indices])
+    assert np.array_equal(shipped_labels, labels[indices])
+    assert np.bincount(shipped_labels, minlength=10).tolist() == [3] * 10
+    assert os.path.getsize(inference.SHIPPED_CHECK_IMAGES) < 100_000
+    config = runs.read_config(bn_run.workdir)
+    config.data_source = "synthetic"
+    synthetic = runs.load_run(bn_run.workdir, config=config)
+    assert "the run trained on synthetic images" in inference.check_images(synthetic).description
+    monkeypatch.setattr(inference, "SHIPPED_CHECK_IMAGES", str(tmp_path / "gone.npz"))
+    with pytest.raises(
+        inference.ExportCheckError,
+        match=r"cannot check the export: the run's test split cannot be read: no CIFAR-10 data "
+        r".*shipped with cifar_jax .*gone.npz\) cannot be read .*--data_dir=.*--nocheck",
+    ):
+        inference.check_images(moved)
+
+
 def test_a_file_that_disagrees_with_the_package_is_an_error(bn_run, tmp_path, monkeypatch):
-    path, _ = inference.export(bn_run, "stablehlo", str(tmp_path / "m.stablehlo"))
-    images = inference.check_images()
-    assert inference.check_export(bn_run, path, "stablehlo", images) < 1e-6
+    """A file whose least probable class has a logit 0.001 too high fails the check (its
+    probability, at most 0.1, moves by under 1e-4: the old absolute check passed it), and a
+    file that fails it never reaches --out: nothing is left there, or the previous export
+    stays byte for byte, and no temporary file is left beside it."""
+    images = inference.check_images(bn_run)
+    out = tmp_path / "m.stablehlo"
+    path, facts_path, check = inference.export_checked(bn_run, "stablehlo", str(out), images)
+    assert (path, facts_path) == (str(out), f"{out}.json")
+    assert check.count == 256 and check.max_relative_difference < 1e-5
+    assert json.loads(open(facts_path).read())["check"] == check.to_json()
+    previous = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert sorted(previous) == ["m.stablehlo", "m.stablehlo.json"]
+
     real = inference.run_exported
-    monkeypatch.setattr(inference, "run_exported", lambda *args: real(*args) + 1e-3)
-    with pytest.raises(CifarJaxError, match=r"up to 1.00e-03 away .*not to be trusted"):
+
+    def least_logit_too_high(*args):
+        logits = inference.log_probs(real(*args))
+        logits += 1e-3 * (np.arange(10) == logits.argmin(-1)[:, None])
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+    monkeypatch.setattr(inference, "run_exported", least_logit_too_high)
+    moved = least_logit_too_high(path, "stablehlo", images.images)
+    assert np.abs(moved - real(path, "stablehlo", images.images)).max() < 1e-4  # hidden in |dp|
+    with pytest.raises(
+        inference.ExportCheckError,
+        match=r"the exported stablehlo file .* gives log-probabilities up to \d\.\d+e-04 of an "
+        r"image's range .*allowed 0.0001; worst: image \d+ of 256, the first 256 images of "
+        r"the run's test split.*not to be trusted",
+    ):
         inference.check_export(bn_run, path, "stablehlo", images)
+    # A previous export at --out stays, byte for byte.
+    with pytest.raises(
+        inference.ExportCheckError,
+        match=rf"the stablehlo export of {bn_run.workdir} gives log-probabilities up to "
+        rf".* {out} is not written \(the file there is left as it was\)",
+    ):
+        inference.export_checked(bn_run, "stablehlo", str(out), images)
+    assert {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)} == previous
+    # Nothing at --out: nothing written, no temporary left.
+    fresh = tmp_path / "fresh" / "m.onnx"
+    with pytest.raises(inference.ExportCheckError, match=r"is not written \(nothing is there\)"):
+        inference.export_checked(bn_run, "stablehlo", str(fresh), images)
+    assert os.listdir(fresh.parent) == []
+    # A NaN is a difference too.
+    monkeypatch.setattr(inference, "run_exported", lambda *args: real(*args) * np.nan)
+    with pytest.raises(CifarJaxError, match="up to nan"):
+        inference.check_export(bn_run, path, "stablehlo", images)
+    # Unchecked exports (--nocheck) are written directly, and say so.
+    unchecked = inference.export(bn_run, "stablehlo", str(tmp_path / "u.stablehlo"))[1]
+    assert json.loads(open(unchecked).read())["check"] is None
 
 
 def test_bad_export_requests_are_clear_errors(bn_run, tmp_path, monkeypatch):
