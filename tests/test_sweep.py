@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import held
 import ml_collections
 import pytest
 
@@ -40,8 +41,10 @@ def get_config():
 '''
 
 
-def run_sweep_cmd(config: Path, workdir: Path, *extra: str, wait: bool = True, check=True):
-    env = dict(os.environ)
+def run_sweep_cmd(
+    config: Path, workdir: Path, *extra: str, wait: bool = True, check=True, env=None
+):
+    env = dict(os.environ) if env is None else env
     env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, "-m", "cifar_jax.sweep", f"--config={config}", f"--workdir={workdir}",
            *extra]  # fmt: skip
@@ -115,16 +118,16 @@ def test_sigterm_stops_the_whole_sweep_and_a_rerun_finishes_it(tiny, tmp_path):
     failed and go on training the next variant on a machine that is being taken away."""
     config, full = tiny
     workdir = tmp_path / "term"
-    proc = run_sweep_cmd(config, workdir, "--config.seeds=(0,)", wait=False)
-    checkpoints = workdir / "relu" / "seed_0" / "checkpoints"
-    deadline = time.time() + 300
-    while not (checkpoints.exists() and any(checkpoints.iterdir())) and proc.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    holds_dir = tmp_path / "holds"
+    holds_dir.mkdir()
+    proc = run_sweep_cmd(config, workdir, "--config.seeds=(0,)", wait=False,
+                         env=held.env(holds_dir, "step@5"))  # fmt: skip
+    held.wait(holds_dir, "step@5", [proc])  # the first run, at step 5 of 16
     proc.send_signal(signal.SIGTERM)
+    held.release(holds_dir, "step@5")
     _, stderr = proc.communicate(timeout=300)
-    if (workdir / "relu" / "seed_0" / "results.json").exists():
-        pytest.skip("the first run finished before SIGTERM arrived")
+    assert not (workdir / "relu" / "seed_0" / "results.json").exists()
+    assert sorted(os.listdir(workdir / "relu" / "seed_0" / "checkpoints")) == ["5"]
     assert proc.returncode == 143, stderr.decode()[-2000:]
     assert "Rerun the same command to resume" in stderr.decode()
     assert not (workdir / "relu" / "seed_0" / "error.txt").exists()
