@@ -4,7 +4,9 @@ stale runs refused, CIFAR-100 mini marked not comparable, time estimates."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from cifar_jax.commands import reproduce
 from cifar_jax.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ("--budget=0.02", "--data_fraction=0.02")
 
 
@@ -43,6 +46,17 @@ def tiny_runs(tmp_path_factory, real_data_root) -> tuple[Path, Path, dict]:
     return workdir, data, {"first": first.stdout, "second": second.stdout}
 
 
+def _seed_records(folder: Path) -> list[dict]:
+    """The results.json of every seed folder under one result's folder, in seed order."""
+    paths = sorted(folder.glob("seed_*/results.json"), key=lambda p: int(p.parent.name[5:]))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def test_runs_every_seed_once_and_writes_the_tables(tiny_runs):
     workdir, _, out = tiny_runs
     # The second call trains lenet seed 1 and the baseline's two seeds, nothing else:
@@ -50,20 +64,63 @@ def test_runs_every_seed_once_and_writes_the_tables(tiny_runs):
     assert "[1/5 to train" in out["second"] and "[3/5 to train" in out["second"]
     assert out["second"].count("to train, 6 runs in all]") == 3
     assert "ETA" in out["second"]
+    # The runs on disk: the recipe's seed and the next, once each, for the two recipes
+    # (the cross-entropy row has no folder of its own). The seeds come from the recipe
+    # files, not from the code under test.
+    suffix = "__budget0.02_data0.02"
+    folders = {"000_lenet": "000_lenet" + suffix, "001_cnn_baseline": "001_cnn_baseline" + suffix}
+    folders["001_loss_cross_entropy"] = folders["001_cnn_baseline"]
+    seeds = {}
+    for rid, recipe in (("000_lenet", "lenet"), ("001_cnn_baseline", "cnn_baseline")):
+        base = runpy.run_path(str(REPO / "configs" / f"{recipe}.py"))["get_config"]().seed
+        seeds[rid] = [base, base + 1]
+    seeds["001_loss_cross_entropy"] = seeds["001_cnn_baseline"]
+    on_disk = sorted(p.parent.relative_to(workdir).as_posix()
+                     for p in workdir.glob("*/seed_*/results.json"))  # fmt: skip
+    assert on_disk == sorted(f"{folders[r]}/seed_{s}" for r in ("000_lenet", "001_cnn_baseline")
+                             for s in seeds[r])  # fmt: skip
     summary = json.loads((workdir / "reproduction.json").read_text())
     rows = {r["id"]: r for r in summary["rows"]}
     assert list(rows) == ["000_lenet", "001_cnn_baseline", "001_loss_cross_entropy"]
-    for row in rows.values():
-        assert row["runs"] == 2 and len(row["per_seed"]) == 2 and row["reduced"]
-        assert 0 <= row["mean"] <= 100 and row["std"] >= 0
+    md = (workdir / "reproduction.md").read_text()
+    assert "not reproductions" in md
+    lines: dict[str, str] = {}
+    cells_of: dict[str, str] = {}
+    for rid, row in rows.items():
+        # What each row must hold, computed here from the runs' own records: the
+        # accuracies in %, their mean and sample std (n - 1), the epochs and time per run.
+        records = _seed_records(workdir / folders[rid])
+        assert [r["seed"] for r in records] == [r["config"]["seed"] for r in records]
+        values = [100 * r["test_accuracy"] for r in records]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        seconds = sum(r["train_seconds"] + r["compile_seconds"] for r in records) / len(records)
+        epochs = sorted({r["epochs"] for r in records})
+        assert row["seeds"] == [r["seed"] for r in records] == seeds[rid]
+        assert row["per_seed"] == values
+        assert row["runs"] == row["seeds_planned"] == len(records) == 2 and row["reduced"]
+        assert row["mean"] == mean and row["std"] == std  # the same floats, not approx
+        assert row["epochs_per_seed"] == [r["epochs"] for r in records]
+        assert row["trainable_params"] == records[0]["trainable_params"]
         assert row["commit"] and row["cpu"] != ["not recorded"]
+        # The table row renders those numbers.
+        cells = (
+            f"| {mean:.2f} ± {std:.2f} (2) | reduced, not compared | "
+            + (f"{epochs[0]:g}" if len(epochs) == 1 else f"{epochs[0]:g}-{epochs[-1]:g}")
+            + f" | {_hms(seconds)} |"
+        )
+        cells_of[rid] = cells
+        (line,) = [x for x in md.splitlines() if x.startswith(f"| {rid} |")]
+        assert cells in line, (cells, line)
+        lines[rid] = line
+    lenet = "| 000_lenet | 000 Table 1, sec. 2.4 | lenet | 62,006 | 61.00 "
+    assert lines["000_lenet"] == lenet + cells_of["000_lenet"] + "  |"  # no note
+    assert lines["001_loss_cross_entropy"].endswith(
+        cells_of["001_loss_cross_entropy"] + " same runs as 001_cnn_baseline |"
+    )
     assert rows["001_loss_cross_entropy"]["shared_with"] == ["001_cnn_baseline"]
-    assert rows["001_loss_cross_entropy"]["per_seed"] == rows["001_cnn_baseline"]["per_seed"]
     assert rows["000_lenet"]["trainable_params"] == 62_006
     assert summary["machine"]["jax"] and summary["machine"]["commit"]
-    md = (workdir / "reproduction.md").read_text()
-    assert "not reproductions" in md and "reduced, not compared" in md
-    assert "| 000_lenet | 000 Table 1, sec. 2.4 | lenet | 62,006 | 61.00 |" in md
 
 
 def test_rerun_trains_nothing(tiny_runs):
