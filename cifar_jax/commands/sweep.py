@@ -158,9 +158,11 @@ def run_one(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]
         return earlier
     try:
         results = train.train_and_evaluate(config, directory)
-    except preemption.Preempted:
+    except (preemption.Preempted, workdir_lib.WorkdirInUseError, workdir_lib.WorkdirLockLostError):
         # SIGTERM/SIGINT stops the whole sweep (the run's checkpoint is saved); recording
         # it as a failed variant would go on to train the next one after a preemption.
+        # A run folder another process holds, or took from this one, is not a failed
+        # variant either: writing error.txt there would write into another run's folder.
         raise
     except (CifarJaxError, Exception) as e:  # noqa: BLE001 - one failed variant must not stop the sweep
         message = f"{type(e).__name__}: {e}"
