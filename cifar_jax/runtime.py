@@ -32,6 +32,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,23 @@ def initialize_distributed(
         jax.distributed.initialize()
         return jax.process_count() > 1
     return False
+
+
+_IMPORTED_AT = time.monotonic()  # the fallback start where /proc cannot say
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: its start time in ``/proc/self/stat``
+    against the boot clock, so interpreter start-up and imports count); elsewhere, since
+    this module was imported. ``results.json``'s ``wall_seconds`` and time to target are
+    measured with it."""
+    try:
+        with open("/proc/self/stat", encoding="utf-8") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        started = start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic() - _IMPORTED_AT
 
 
 def git_commit() -> str:

@@ -254,6 +254,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         return _train_and_evaluate(config, workdir, lock)
 
 
+class PhaseClock:
+    """Where a run's time goes, from process start to ``results.json``, for its ``time``
+    record. :meth:`end` closes a phase (the time since the previous phase ended); parts
+    (:meth:`part`) are time spent inside a phase, given apart (checkpoint saves and
+    validation inside training). :meth:`record` closes the run: ``wall_seconds`` from
+    process start (:func:`runtime.process_seconds`: interpreter start-up and imports
+    count) to now, every phase, and ``other_seconds`` for what no phase names, so the
+    phases add up to ``wall_seconds``."""
+
+    PHASES = (
+        "startup_seconds",  # process start -> training code: imports, flags, config, lock
+        "data_seconds",  # reading and checking the data set
+        "init_seconds",  # model, optimizer, state (whitening init), checkpoint restore
+        "compile_seconds",  # the train step, compiled ahead of time
+        "training_seconds",  # the loop: steps, validation, checkpoint saves
+        "test_seconds",  # the final test evaluation (its first batch compiles)
+        "tta_seconds",  # the test with test-time augmentation (compile included)
+    )
+
+    def __init__(self):
+        self._last = runtime.process_seconds()
+        self.times: dict[str, float] = {"startup_seconds": self._last}
+        self.parts: dict[str, float] = {}
+
+    def end(self, phase: str) -> None:
+        now = runtime.process_seconds()
+        self.times[phase] = self.times.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+
+    def record(self) -> dict[str, float]:
+        wall = runtime.process_seconds()
+        phases = {name: self.times.get(name, 0.0) for name in self.PHASES}
+        return {
+            "wall_seconds": wall,
+            **phases,
+            "other_seconds": wall - sum(phases.values()),
+            # Inside training_seconds:
+            "checkpoint_seconds": self.parts.get("checkpoint_seconds", 0.0),
+            "validation_seconds": self.parts.get("validation_seconds", 0.0),
+        }
+
+
 class Segment:
     """What one invocation (a segment of the run) writes to its workdir, and when.
 
@@ -324,12 +374,14 @@ def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.WorkdirLock | None = None
 ) -> dict[str, Any]:
     is_main = jax.process_index() == 0
+    clock = PhaseClock()  # where the process's time goes, for results.json
     mesh = create_mesh()
     check_batch_size(config.batch_size, mesh)
     check_batch_size(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
 
     # Data, checked against the config before anything is built from it.
     dataset = data.load_dataset(config)
+    clock.end("data_seconds")
     steps_per_epoch, total_steps = experiment.run_length(config, len(dataset.train))
     if dataset.val is not None:
         tracking.check_schedule(config, steps_per_epoch, total_steps)
@@ -395,9 +447,11 @@ def _train_and_evaluate(
     segment.write_json(inference.SPEC_FILE, spec.to_json())
 
     # Compile ahead of time so compile time is measured apart from training.
+    clock.end("init_seconds")
     compile_start = time.perf_counter()
     train_step = exp.train_step.lower(state, exp.example_batch()).compile()
     compile_seconds = time.perf_counter() - compile_start
+    clock.end("compile_seconds")
 
     # Train.
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
@@ -445,7 +499,8 @@ def _train_and_evaluate(
             end_of_epoch = step % steps_per_epoch == 0
             epoch = step // steps_per_epoch
             if dataset.val is not None and end_of_epoch and epoch % config.eval_every_epochs == 0:
-                val = exp.evaluate(state, dataset.val)
+                with clock.part("validation_seconds"):
+                    val = exp.evaluate(state, dataset.val)
                 _console(
                     f"  val   epoch {epoch}: loss {val['loss']:.4f} | acc {val['accuracy']:.4f}"
                 )
@@ -453,14 +508,16 @@ def _train_and_evaluate(
                 state = validation_update(state, val["loss"], val["accuracy"], step)
                 if tracking.improved_at(state, step):
                     segment.check_lock()
-                    best.save(step, state, train_iter.get_state())
+                    with clock.part("checkpoint_seconds"):
+                        best.save(step, state, train_iter.get_state())
                     segment.accept()
                 stopped_early = tracking.should_stop(state, config)
                 paused = True
             if config.target_accuracy and end_of_epoch:
                 if not (dataset.val is not None and paused):  # no validation result this epoch
                     split = dataset.val if dataset.val is not None else dataset.test
-                    val = exp.evaluate(state, split)
+                    with clock.part("validation_seconds"):
+                        val = exp.evaluate(state, split)
                     paused = True
                 if val["accuracy"] >= config.target_accuracy:
                     target = {
@@ -468,18 +525,23 @@ def _train_and_evaluate(
                         "target_split": "val" if dataset.val is not None else "test",
                         "target_step": step,
                         "target_epoch": epoch,
-                        "time_to_target_seconds": pause_start - loop_start - paused_seconds,
+                        # From process start: everything up to this evaluation's end.
+                        "time_to_target_seconds": runtime.process_seconds(),
+                        # Training steps alone (evaluations and checkpoint saves left out).
+                        "time_to_target_train_seconds": pause_start - loop_start - paused_seconds,
                     }
                     _console(
                         f"Target accuracy {config.target_accuracy} reached after epoch {epoch} "
                         f"({target['target_split']} accuracy {val['accuracy']:.4f}), "
-                        f"{target['time_to_target_seconds']:.1f} s of training."
+                        f"{target['time_to_target_train_seconds']:.1f} s of training, "
+                        f"{target['time_to_target_seconds']:.1f} s since the process started."
                     )
                     stopped_early = True
             if step % checkpoint_every == 0 or step == total_steps or stopping or stopped_early:
                 monitor.flush()  # never save a state whose loss went bad
                 segment.check_lock()
-                save_checkpoint(manager, step, state, train_iter.get_state())
+                with clock.part("checkpoint_seconds"):
+                    save_checkpoint(manager, step, state, train_iter.get_state())
                 segment.accept()  # a rerun changes the workdir from its first checkpoint on
                 writer.flush()
                 paused = True
@@ -508,7 +570,9 @@ def _train_and_evaluate(
     train_seconds = time.perf_counter() - loop_start - paused_seconds
     steady_seconds = time.perf_counter() - (steady_start or loop_start) - paused_seconds
     with workdir_lib.write_errors("the last checkpoint", str(manager.directory)):
-        manager.wait_until_finished()
+        with clock.part("checkpoint_seconds"):
+            manager.wait_until_finished()
+    clock.end("training_seconds")
 
     # Test, on the final or the best-validation state.
     final_step = int(state.step)
@@ -517,6 +581,7 @@ def _train_and_evaluate(
     test_start = time.perf_counter()
     test = exp.evaluate(test_state, dataset.test)
     test_seconds = time.perf_counter() - test_start
+    clock.end("test_seconds")
     _console(f"Test: loss {test['loss']:.4f} | accuracy {test['accuracy']:.4f}")
     writer.write_scalars(final_step, {"split": "test", **test})
     test_tta = None
@@ -524,6 +589,7 @@ def _train_and_evaluate(
         tta_start = time.perf_counter()
         test_tta = exp.evaluate(test_state, dataset.test, exp.tta_eval_step(config.tta))
         test_tta["seconds"] = time.perf_counter() - tta_start  # compile included
+        clock.end("tta_seconds")
         _console(
             f"Test with TTA {config.tta}: loss {test_tta['loss']:.4f} | "
             f"accuracy {test_tta['accuracy']:.4f}"
@@ -567,6 +633,7 @@ def _train_and_evaluate(
     if config.target_accuracy:
         results["target_reached"] = target is not None
         results.update(target or {"target_accuracy": config.target_accuracy})
+    results["time"] = clock.record()
     segment.check_lock()
     if is_main:
         with workdir_lib.write_errors("results.json", workdir):

@@ -371,7 +371,11 @@ def test_target_accuracy_stops_early_and_reports_time(tmp_path):
     assert results["target_reached"] is True
     assert results["target_split"] == "test" and results["target_epoch"] == 1
     assert results["steps"] == results["target_step"] == 4  # 512 // 128 steps per epoch
-    assert 0 < results["time_to_target_seconds"] < results["train_seconds"] + 1
+    assert 0 < results["time_to_target_train_seconds"] < results["train_seconds"] + 1
+    # From process start: everything before the target's evaluation, and no more.
+    time = results["time"]
+    before = time["startup_seconds"] + time["data_seconds"] + time["init_seconds"]
+    assert before < results["time_to_target_seconds"] <= time["wall_seconds"]
     # Rerunning the finished workdir returns its results without training on.
     again = train.train_and_evaluate(config, str(tmp_path))
     assert again["steps"] == 4
