@@ -217,9 +217,12 @@ def test_train_and_evaluate_writes_results_logs_and_checkpoints(tmp_path):
 
 
 def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
-    """results.json's ``time``: known delays planted in the data load (1.0 s), the model
-    build (1.2 s) and every checkpoint save (0.3 s) show up in their own fields, not in a
-    neighbour's, and the phases add up to the wall time from process start."""
+    """results.json's ``time``: known delays planted in the data load (3 s), the model
+    build (2 s) and every checkpoint save (0.3 s) show up in their own fields and not in a
+    neighbour's, and the phases add up to the wall time from process start. (Synthetic
+    data loads in well under the build's 2 s, so a data field holding both is caught; the
+    init phase's own time, iterator and checkpoint set-up, is seconds on busy cores, so
+    it gets no upper bound.)"""
     from cifar_jax import checkpoint, data, experiment
 
     def slowed(fn, seconds, calls):
@@ -231,8 +234,8 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
         return wrapper
 
     calls: list[str] = []
-    monkeypatch.setattr(data, "load_dataset", slowed(data.load_dataset, 1.0, calls))
-    monkeypatch.setattr(experiment, "build", slowed(experiment.build, 1.2, calls))
+    monkeypatch.setattr(data, "load_dataset", slowed(data.load_dataset, 3.0, calls))
+    monkeypatch.setattr(experiment, "build", slowed(experiment.build, 2.0, calls))
     monkeypatch.setattr(checkpoint, "save", slowed(checkpoint.save, 0.3, calls))
     config = tiny_config(num_epochs=2, val_examples=32, tta="flip")
     config.checkpoint_every_steps = 0  # one periodic save per epoch
@@ -242,10 +245,9 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
     t = results["time"]
     saves = calls.count("save")
     assert calls.count("load_dataset") == calls.count("build") == 1 and saves >= 2
-    assert 1.0 <= t["data_seconds"] < 1.0 + elapsed - 1.5  # not the build's 1.2 s
-    assert 1.2 <= t["init_seconds"] < 1.2 + elapsed - 1.0 - 0.3 * saves
-    assert 0.3 * saves <= t["checkpoint_seconds"] <= t["training_seconds"]
-    assert t["checkpoint_seconds"] < 0.3 * saves + elapsed - 2.2
+    assert 3.0 <= t["data_seconds"] < 3.0 + 2.0
+    assert 2.0 <= t["init_seconds"]
+    assert 0.3 * saves <= t["checkpoint_seconds"] <= t["training_seconds"] < elapsed - 5.0
     assert 0 < t["validation_seconds"] <= t["training_seconds"] - t["checkpoint_seconds"]
     assert t["compile_seconds"] > 0 and t["test_seconds"] > 0 and t["tta_seconds"] > 0
     phases = [t[k] for k in train.PhaseClock.PHASES]
