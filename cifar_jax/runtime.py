@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import re
@@ -239,10 +240,13 @@ def process_seconds() -> float:
         return time.monotonic() - _IMPORTED_AT
 
 
+@functools.cache
 def git_commit() -> str:
     """The commit of the cifar_jax checkout this code runs from (``-dirty`` with local
     changes), or ``unknown`` for an installed copy without git: every results file
-    carries it, so a number can be traced to the code that made it."""
+    carries it, so a number can be traced to the code that made it. Read once per
+    process (training asks at its start): a commit made while a long run trains must not
+    relabel the code that run had loaded."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(

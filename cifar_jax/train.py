@@ -375,6 +375,7 @@ def _train_and_evaluate(
 ) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     clock = PhaseClock()  # where the process's time goes, for results.json
+    runtime.git_commit()  # the code this process loaded, read now (cached for results.json)
     mesh = create_mesh()
     check_batch_size(config.batch_size, mesh)
     check_batch_size(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
