@@ -314,7 +314,10 @@ class Segment:
     meanwhile) and the removal of log lines past the resumed step all wait for
     :meth:`accept`. So a rerun that fails first (a NaN loss, a full disk, a kill, a lost
     lock, a config the checkpoint refuses) leaves every file of the good run as it was.
-    ``config.json`` then describes the newest checkpoint's segment. A run in a new
+    (What it may clear first never described a good state: Orbax's half-written
+    checkpoints, best checkpoints newer than the resumed state left by an interrupted run,
+    and unreadable checkpoints, moved aside, not deleted.) ``config.json`` then describes
+    the newest checkpoint's segment. A run in a new
     workdir is accepted at once. Before every checkpoint and results write,
     :meth:`check_lock` makes sure this run still holds the workdir.
     """
