@@ -625,6 +625,7 @@ def _train_and_evaluate(
         "half_precision": precision_note,
         "commit": runtime.git_commit(),
         "dataset_source": dataset.source,
+        "data_files": dataset.files,  # what the files hold: complete, a class cut, a subset
         "train_examples": len(dataset.train),
         "test_examples": len(dataset.test),
         **tracking.results(state, config, tested),

@@ -583,8 +583,8 @@ def test_tfds_missing_dataset_is_a_clear_error(tmp_path, monkeypatch, prepared):
 
 
 def test_real_cifar10(real_data_root):
-    config = files_config(real_data_root / "cifar10")
-    data = load_dataset(config)
+    data_dir = real_data_root / "cifar10"
+    data = load_dataset(files_config(data_dir))
     assert (len(data.train), len(data.test)) == (50_000, 10_000)
     assert np.bincount(data.train.labels).tolist() == [5000] * 10
     assert np.bincount(data.test.labels).tolist() == [1000] * 10
@@ -592,6 +592,11 @@ def test_real_cifar10(real_data_root):
     np.testing.assert_allclose(data.mean, (0.4914, 0.4822, 0.4465), atol=1e-4)
     np.testing.assert_allclose(data.std, (0.2470, 0.2435, 0.2616), atol=1e-4)
     assert isinstance(data.train, ArraySplit) and data.train.images.flags.c_contiguous
+    assert data.files == (
+        "the complete official files (50,000 train + 10,000 test records, 5,000 + 1,000 of "
+        "each of the 10 classes)"
+    )  # and so nothing is added to the source line
+    assert data.source == f"CIFAR-10 binary files under {data_dir / 'cifar-10-batches-bin'}"
 
 
 def test_real_cifar100_mini(real_data_root):
@@ -600,8 +605,15 @@ def test_real_cifar100_mini(real_data_root):
     assert (len(data.train), len(data.test)) == (8000, 2000)
     assert data.num_classes == 100 and data.class_names[:3] == ("apple", "aquarium_fish", "baby")
     assert np.bincount(data.train.labels).tolist() == [80] * 100
+    mini = (
+        "fewer records than the official files: fine classes 0-99 (all 100), 80 train + 20 "
+        "test records of each (8,000 train + 2,000 test records; the official files have "
+        "500 + 100 of each of the 100)"
+    )
+    assert data.files == mini
 
     subset = load_dataset(files_config(data_dir, "cifar100", class_subset=20))
+    assert subset.files == mini  # what the files hold, before the class subset
     assert set(np.unique(subset.train.labels)) == set(range(20))
     assert set(np.unique(subset.test.labels)) == set(range(20))
     assert (len(subset.train), len(subset.test)) == (1600, 400)

@@ -57,6 +57,10 @@ class CifarData:
     mean: tuple[float, float, float]  # per-channel mean of the final train split, in [0, 1]
     std: tuple[float, float, float]  # per-channel std of the final train split, in [0, 1]
     source: str  # human-readable origin of the images
+    # What the official files read hold, against the official release: complete, a cut to
+    # classes 0..k-1, or a subset (see describe_files); '' for synthetic and TFDS data.
+    # Files lacking some classes (a cut) are also named in ``source`` (the "Data:" log line).
+    files: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +165,9 @@ def num_classes(dataset: str, label_type: str) -> int:
 # synthetic source deals its labels out round-robin (see synthetic_data).
 _TRAIN_PER_CLASS = {("cifar10", "fine"): 5000, ("cifar100", "fine"): 500}
 _TRAIN_PER_CLASS[("cifar100", "coarse")] = 2500
+# Test images per class in the official releases.
+_TEST_PER_CLASS = {("cifar10", "fine"): 1000, ("cifar100", "fine"): 100}
+_TEST_PER_CLASS[("cifar100", "coarse")] = 500
 
 
 def expected_train_examples(config) -> int | None:
@@ -202,10 +209,134 @@ def held_train_examples(config) -> int | None:
     found, _ = _find_official(config.data_dir, dataset)
     if found is None:
         return None
-    train, _, _, _ = _read_found(
+    train, test, _, _ = _read_found(
         found, label_type, bool(config.get("allow_partial_train_files", False))
     )
-    return int(np.count_nonzero(train.labels < (int(config.class_subset) or classes)))
+    subset = int(config.class_subset) or classes
+    # Files that lack classes the config asks for are refused here as load_dataset does.
+    held = describe_files(dataset, label_type, train, test)
+    check_classes_held(held, int(config.class_subset), found.describe())
+    return int(np.count_nonzero(train.labels < subset))
+
+
+# ------------------------------------------------------- what the files hold
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesHeld:
+    """What official-layout files hold, against the official release.
+
+    ``kind``: "complete" (every class, each with the official record count in both
+    splits), "cut" (only classes 0..k-1, each complete: the official files with every
+    record of a class >= k removed), or "subset" (anything else: fewer records per class,
+    as the CIFAR-100 mini subset or CIFAR-10 with allow_partial_train_files, or classes
+    that are not 0..k-1). ``text`` says it in words, for the log and results.json.
+    """
+
+    kind: str
+    text: str
+    dataset: str
+    label_type: str
+    train_counts: np.ndarray  # training records per class (label)
+    test_counts: np.ndarray  # test records per class (label)
+
+    @property
+    def lacks_classes(self) -> bool:
+        """Some class of the data set has no record in either split (a class-subset cut)."""
+        return bool(np.any((self.train_counts == 0) & (self.test_counts == 0)))
+
+
+def _ranges(classes: Sequence[int]) -> str:
+    """Sorted class numbers as runs: [0, 1, 2, 5, 7, 8] -> '0-2, 5, 7-8'."""
+    runs: list[list[int]] = []
+    for c in map(int, classes):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _class_word(dataset: str, label_type: str, count: int) -> str:
+    word = "class" if count == 1 else "classes"
+    return word if dataset == "cifar10" else f"{label_type} {word}"
+
+
+def _per_class(counts: np.ndarray) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+
+def describe_files(dataset: str, label_type: str, train: ArraySplit, test: ArraySplit) -> FilesHeld:
+    """What the train and test splits read from official-layout files hold, counted per
+    class (``label_type``'s labels) against the official release (CIFAR-10: 5,000 + 1,000
+    records per class; CIFAR-100: 500 + 100 per fine class, 2,500 + 500 per coarse one)."""
+    classes = _NUM_CLASSES[(dataset, label_type)]
+    train_counts = np.bincount(train.labels, minlength=classes)
+    test_counts = np.bincount(test.labels, minlength=classes)
+    per_train = _TRAIN_PER_CLASS[(dataset, label_type)]
+    per_test = _TEST_PER_CLASS[(dataset, label_type)]
+    present = np.flatnonzero((train_counts > 0) | (test_counts > 0))
+    k = len(present)
+    records = f"{len(train):,} train + {len(test):,} test records"
+    prefix = k > 0 and int(present[-1]) == k - 1  # exactly the classes 0..k-1
+    official = bool(
+        np.all(train_counts[present] == per_train) and np.all(test_counts[present] == per_test)
+    )
+    if prefix and official and k == classes:
+        text = (
+            f"the complete official files ({records}, {per_train:,} + {per_test:,} of each of "
+            f"the {classes} {_class_word(dataset, label_type, classes)})"
+        )
+        return FilesHeld("complete", text, dataset, label_type, train_counts, test_counts)
+    if prefix and official:
+        text = (
+            f"the official files cut to {_class_word(dataset, label_type, k)} "
+            f"{_ranges(present)} ({records}; complete for those classes)"
+        )
+        return FilesHeld("cut", text, dataset, label_type, train_counts, test_counts)
+    which = f"all {classes}" if k == classes else f"{k} of {classes}"
+    text = (
+        f"fewer records than the official files: {_class_word(dataset, label_type, k)} "
+        f"{_ranges(present)} ({which}), {_per_class(train_counts[present])} train + "
+        f"{_per_class(test_counts[present])} test records of each ({records}; the official "
+        f"files have {per_train:,} + {per_test:,} of each of the {classes})"
+    )
+    return FilesHeld("subset", text, dataset, label_type, train_counts, test_counts)
+
+
+def check_classes_held(held: FilesHeld, class_subset: int, where: str) -> None:
+    """DataError when the files have no training records of a class the config uses
+    (labels ``0..class_subset-1``; ``class_subset`` 0 = all): e.g. a folder cut to
+    CIFAR-100's fine classes 0-19 read with class_subset=0 or 30. Labels are never
+    renumbered, so files holding other classes (say 20-39) cannot stand in for 0-19."""
+    classes = len(held.train_counts)
+    wanted = class_subset or classes
+    missing = np.flatnonzero(held.train_counts[:wanted] == 0)
+    if not missing.size:
+        return
+    dataset, label_type = held.dataset, held.label_type
+    asked = (
+        f"class_subset={class_subset} (all {classes} {_class_word(dataset, label_type, 2)})"
+        if not class_subset
+        else f"class_subset={class_subset} ({_class_word(dataset, label_type, wanted)} "
+        f"{_ranges(range(wanted))})"
+    )
+    # The classes 0..j-1 the files hold from 0 (j = 0: not even class 0).
+    j = int(np.argmin(held.train_counts > 0)) if np.any(held.train_counts == 0) else classes
+    fix = f"point --config.data_dir at the complete official {_PRETTY[dataset]} files"
+    if j:
+        fix += f", or set --config.class_subset to {j} or less"
+    else:
+        fix += (
+            f" (labels are never renumbered: these files cannot stand in for "
+            f"{_class_word(dataset, label_type, wanted)} {_ranges(range(wanted))})"
+        )
+    raise DataError(
+        f"{where}: {held.text}. There are no training images of "
+        f"{_class_word(dataset, label_type, missing.size)} {_ranges(missing)}, but the config "
+        f"asks for {asked}. To train on those classes, {fix}"
+    )
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, where: str, fix: str) -> None:
@@ -638,8 +769,11 @@ def _non_negative_int(config, field: str) -> int:
 
 
 def _load_source(
-    config, dataset: str, label_type: str
-) -> tuple[ArraySplit, ArraySplit, tuple[str, ...], str]:
+    config, dataset: str, label_type: str, class_subset: int
+) -> tuple[ArraySplit, ArraySplit, tuple[str, ...], str, str]:
+    """(train, test, class names, source, files): ``files`` describes what official files
+    hold (describe_files; '' for synthetic and TFDS data). Official files without a class
+    ``class_subset`` asks for are refused (check_classes_held)."""
     data_source = config.data_source
     if data_source not in DATA_SOURCES:
         raise ConfigError(
@@ -655,11 +789,11 @@ def _load_source(
             int(config.synthetic_test_examples),
             seed,
         )
-        return train, test, names, f"synthetic (random images, seed {seed})"
+        return train, test, names, f"synthetic (random images, seed {seed})", ""
     if data_source == "tfds":
         train, test, names = read_tfds(dataset, label_type, config.tfds_data_dir)
         where = config.tfds_data_dir or "the default TFDS data dir"
-        return train, test, names, f"TFDS {dataset} (array_record) in {where}"
+        return train, test, names, f"TFDS {dataset} (array_record) in {where}", ""
     data_dir = config.data_dir
     if not data_dir:
         raise ConfigError("data_dir is empty; set --config.data_dir (or $CIFAR_JAX_DATA)")
@@ -674,7 +808,14 @@ def _load_source(
     train, test, names, partial = _read_found(
         found, label_type, bool(config.get("allow_partial_train_files", False))
     )
-    return train, test, names, found.describe() + partial + note
+    held = describe_files(dataset, label_type, train, test)
+    check_classes_held(held, class_subset, found.describe())
+    source = found.describe() + partial + note
+    # Files cut to some of the classes read like the complete files for those classes: say
+    # so wherever source is shown (the run's "Data:" line, results.json, reports).
+    if held.lacks_classes:
+        source += f"; {held.text}"
+    return train, test, names, source, held.text
 
 
 def load_dataset(config) -> CifarData:
@@ -692,10 +833,11 @@ def load_dataset(config) -> CifarData:
     seed = int(config.seed)
     # class_subset <= num_classes, and val_examples against the source's definition, are
     # checked by config_base.validate_config before any data is read.
-    train, test, names, source = _load_source(config, dataset, label_type)
+    train, test, names, source, files = _load_source(config, dataset, label_type, num_subset)
     if num_subset:
         # Checked against the class count by validate_config, not against the labels present (a tiny
-        # synthetic split may lack some classes), so not via class_subset().
+        # synthetic split may lack some classes), so not via class_subset(); official files
+        # without a training image of a class asked for were refused by _load_source.
         train, test = (s.take(np.flatnonzero(s.labels < num_subset)) for s in (train, test))
         names = names[:num_subset]
     val = None
@@ -721,4 +863,5 @@ def load_dataset(config) -> CifarData:
         mean=mean,
         std=std,
         source=source,
+        files=files,
     )
