@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-venv="${1:-$(mktemp -d)/venv}"
+# Absolute: the user path below runs in a temporary folder (a relative VENV_DIR, as
+# .ci/run passes, would not be found from there).
+venv=$(realpath -m "${1:-$(mktemp -d)/venv}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check rehearsed without a GPU, on what the lent GPU machine has: a fresh Python
-# 3.12 venv with the newest jax the index has for it and its CUDA 13 plugin (--no-deps),
+# 3.12 venv with the newest jax that pyproject.toml allows on 3.12 (today 0.11.2, the GPU
+# image's; JAX_VERSION picks another, e.g. the index's newest) and its CUDA 13 plugin
+# (--no-deps),
 # plus the packages of the GPU image that the package uses (and nothing the image lacks:
 # checked against its package list), no oneDNN. Then scripts/gpu_bundle.sh, and
 # scripts/gpu_check.sh in its CPU mode with its install stage: the bundle's wheels only,
@@ -11,7 +13,7 @@
 #   bash scripts/py312_check.sh [VENV_DIR]     (default: a temporary folder)
 #
 # Environment: PY312 (the Python 3.12 to use; default python3.12, or pyenv's),
-# JAX_VERSION (default: the newest for Python 3.12; 0.11.2 is the GPU image's),
+# JAX_VERSION (default: the newest pyproject.toml allows on Python 3.12),
 # PY312_CHECK_KEEP (a folder to keep the written-back summary.md/.json and logs in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ if [ -z "$py312" ] || ! "$py312" -c "import sys; assert sys.version_info[:2] == 
   echo "py312_check: no Python 3.12 found (PATH, pyenv): install one or set PY312" >&2
   exit 1
 fi
-venv="${1:-$(mktemp -d)/venv}"
+venv=$(realpath -m "${1:-$(mktemp -d)/venv}")  # absolute: stages run elsewhere
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
@@ -69,7 +71,20 @@ echo "== venv: $("$py312" --version) at $venv"
 py="$venv/bin/python"
 "$py" -m pip install --quiet --upgrade pip
 if [ -z "${JAX_VERSION:-}" ]; then
-  "$py" -m pip install --quiet "jax>=0.11" "jaxlib>=0.11"
+  # The newest jax pyproject.toml allows on Python 3.12 (today 0.11.2, the GPU image's).
+  spec=$("$py" - <<'PY'
+import tomllib
+
+from pip._vendor.packaging.requirements import Requirement
+
+with open("pyproject.toml", "rb") as f:
+    deps = tomllib.load(f)["project"]["dependencies"]
+(spec,) = [r.specifier for r in map(Requirement, deps)
+           if r.name == "jax" and (r.marker is None or r.marker.evaluate())]
+print(spec)
+PY
+)
+  "$py" -m pip install --quiet "jax$spec" "jaxlib$spec"
   JAX_VERSION=$("$py" -c "import importlib.metadata as m; print(m.version('jax'))")
 fi
 "$py" -m pip install --quiet "jax==$JAX_VERSION" "jaxlib==$JAX_VERSION" "${USES[@]}"
