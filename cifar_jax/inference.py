@@ -414,7 +414,28 @@ def _import_onnx() -> tuple[Any, Any]:
             f"ONNX export needs jax2onnx and onnx ({e}). Install the export extra: "
             "pip install -e '.[export]' (or pip install jax2onnx onnxruntime)."
         ) from e
+    _check_converter_supports_jax(_version("jax2onnx"), _version("jax"))
     return jax2onnx, onnx
+
+
+def _version(dist: str) -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version(dist)
+
+
+def _check_converter_supports_jax(converter: str, jax_version: str) -> None:
+    """jax2onnx 0.13 (the [export] pin) builds ``jax.core.Var`` with the signature jax 0.11
+    dropped, and fails deep in its tracer there (checked 2026-12-07 under Python 3.12 with
+    jax 0.11.2); later jax2onnx releases pin an orbax-checkpoint older than the package's.
+    Say so before converting instead of a TypeError from inside the converter."""
+    if converter.startswith("0.13.") and tuple(map(int, jax_version.split(".")[:2])) >= (0, 11):
+        raise CifarJaxError(
+            f"ONNX export with jax2onnx {converter} (the [export] extra's) does not work on "
+            f"jax {jax_version}: it needs jax 0.10 (Python 3.11, where pip install -e "
+            "'.[export]' picks jax 0.10.2). Export StableHLO instead (--format=stablehlo), "
+            "or export from a Python 3.11 environment."
+        )
 
 
 def export_onnx(run: LoadedRun, opset: int = ONNX_OPSET) -> bytes:

@@ -574,11 +574,18 @@ def _last_error(out: Path, name: str) -> str:
     return (hits or lines or [""])[-1].strip()[:200]
 
 
+_RAISED = re.compile(r"^([\w.]*(Error|Exception)(:|$)|error:|.*configuration error)")
+
+
 def _excerpt(out: Path, name: str, tail: int = 25) -> list[str]:
     """What summary.md shows of a stage that did not pass: pytest's FAILED/ERROR lines,
-    the last lines that look like an error with their context, and the log's tail."""
+    the exceptions raised (the first is often the cause: a GPU plugin that did not load),
+    the last line that looks like an error with its context, and the log's tail."""
     lines = _log_lines(out, name)
     picked: list[str] = [x for x in lines if x.startswith(("FAILED ", "ERROR "))][:15]
+    raised = list(dict.fromkeys(x.strip() for x in lines if _RAISED.match(x.strip())))
+    if raised:
+        picked += ["exceptions raised, in order:"] + raised[:10]
     errors = [i for i, x in enumerate(lines) if _ERROR.search(x)]
     if errors and errors[-1] < len(lines) - tail:
         i = errors[-1]

@@ -6,8 +6,8 @@ archive of logs that comes back (no model states, under the size limit), the bun
 archive and the tree check.
 
 Only a few stages run here, to stay around a minute; the whole CPU mode on what the GPU
-machine has (Python 3.12, the newest jax, the bundle's wheels only, no oneDNN) is
-scripts/py312_check.sh, which .ci/run runs."""
+machine has (Python 3.12, jax 0.11.2, the bundle's wheels only, no oneDNN) is
+scripts/py312_check.sh, a stage of .ci/run (docs/gpu.md)."""
 
 from __future__ import annotations
 
