@@ -75,6 +75,10 @@ def test_bench_model_runs_on_a_tiny_model():
     table = bench.markdown(report)
     assert "| lenet | 62,006 | 16 |" in table
     assert "python -m cifar_jax.bench --models=lenet" in table
+    # The record and its table name the code they measured (docs/bench/bench.json once
+    # had commit null).
+    assert report["machine"]["commit"] not in (None, "", "unknown")
+    assert f"commit {report['machine']['commit']};" in table
 
 
 def test_train_loop_counts_the_device_idle_while_data_is_late():

@@ -539,8 +539,29 @@ def summarize(
     seeds: int,
     workdir: str,
 ) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
     reduced = budget < 1 or data_fraction < 1
+    return {
+        "made": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": runtime.machine_info(),
+        "seeds": seeds,
+        "budget": budget,
+        "data_fraction": data_fraction,
+        "reduced": reduced,
+        "rows": summary_rows(runs, reduced, estimates, seeds, workdir),
+    }
+
+
+def summary_rows(
+    runs: list[Run],
+    reduced: bool,
+    estimates: dict[str, dict[str, Any]],
+    seeds: int,
+    workdir: str,
+) -> list[dict[str, Any]]:
+    """One row per result: the finished runs' numbers, or the command and estimate of a
+    result not run yet. Read from the runs' records only (scripts/render_docs.py renders
+    the docs' table from it)."""
+    rows: list[dict[str, Any]] = []
     for result in dict.fromkeys(r.result for r in runs):
         mine = [r for r in runs if r.result is result]
         done = [d for d in (finished(r) for r in mine) if d is not None]
@@ -620,15 +641,7 @@ def summarize(
             if result.id in estimates:
                 row["estimate"] = estimates[result.id]
         rows.append(row)
-    return {
-        "made": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": runtime.machine_info(),
-        "seeds": seeds,
-        "budget": budget,
-        "data_fraction": data_fraction,
-        "reduced": reduced,
-        "rows": rows,
-    }
+    return rows
 
 
 def _add(note: str, more: str) -> str:
@@ -684,11 +697,19 @@ def to_markdown(summary: dict[str, Any]) -> str:
         f"({m['backend']}), jax {m['jax']}, commit {m['commit']}. Each run's own CPU and "
         "commit are in reproduction.json. Accuracy in %, mean ± sample std over seeds (n).",
         "",
+    ]
+    return "\n".join(lines + table_lines(summary["rows"])) + "\n"
+
+
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The table of :func:`summary_rows` ("time per run": training, evaluation and
+    compile of one run, from its results.json)."""
+    lines = [
         "| result | report | model | params | reported | ours | difference | epochs "
         "| time per run | note |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in summary["rows"]:
+    for row in rows:
         head = (
             f"| {row['id']} | {row['report']} {row['source']} | {row['model']} "
             f"| {row['trainable_params']:,} | {_reported(row)} "
@@ -727,7 +748,7 @@ def to_markdown(summary: dict[str, Any]) -> str:
         lines.append(
             head + f"| {ours} | {diff} | {_epochs(row)} | {_hms(row['seconds_per_run'])} | {note} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write(summary: dict[str, Any], workdir: str) -> None:

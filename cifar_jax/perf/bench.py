@@ -427,10 +427,27 @@ def _ratio_cell(side: dict[str, Any]) -> str:
     return f"{side['ratio']:.2f} / {best_ratio(side):.2f}"
 
 
+def missed_targets(r: dict[str, Any]) -> list[str]:
+    """The targets one bench row misses: train / eval >= the ratios (median and best
+    rounds both), the pipeline's margin, the loop never waiting for data."""
+    t, e = r["train"], r["eval"]
+    missed = []
+    if t["ratio"] is not None and min(t["ratio"], best_ratio(t)) < TARGET_TRAIN_RATIO:
+        missed.append("train")
+    if e["ratio"] is not None and min(e["ratio"], best_ratio(e)) < TARGET_EVAL_RATIO:
+        missed.append("eval")
+    if r["pipeline_factor"] < TARGET_PIPELINE_FACTOR:
+        missed.append("pipeline")
+    if r["loop_data_wait_fraction"] >= TARGET_DATA_WAIT:
+        missed.append("wait")
+    return missed
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; jax {m['jax']}, "
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB; commit "
+        f"{m.get('commit') or 'not recorded'}; jax {m['jax']}, "
         f"torch {m.get('torch', '-')}; XLA_FLAGS=`{m['xla_flags']}`; jax convolutions: "
         f"{m.get('conv_backend', 'xla')}; host malloc (both sides): "
         f"{m.get('host_allocator', 'default')}.",
@@ -454,15 +471,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["results"]:
         t, e = r["train"], r["eval"]
-        missed = []
-        if t["ratio"] is not None and min(t["ratio"], best_ratio(t)) < TARGET_TRAIN_RATIO:
-            missed.append("train")
-        if e["ratio"] is not None and min(e["ratio"], best_ratio(e)) < TARGET_EVAL_RATIO:
-            missed.append("eval")
-        if r["pipeline_factor"] < TARGET_PIPELINE_FACTOR:
-            missed.append("pipeline")
-        if r["loop_data_wait_fraction"] >= TARGET_DATA_WAIT:
-            missed.append("wait")
+        missed = missed_targets(r)
         met = "yes" if not missed else "**NO** (" + ", ".join(missed) + ")"
 
         def f(x, fmt="{:,.0f}"):

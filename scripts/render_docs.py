@@ -1,0 +1,532 @@
+"""Render every results table in README.md and docs/*.md from the committed records.
+
+    python scripts/render_docs.py            # rewrite the tables between the markers
+    python scripts/render_docs.py --check    # exit 1 naming each table that differs
+
+A rendered table sits between ``<!-- render:NAME -->`` and ``<!-- /render:NAME -->`` in a
+Markdown file; its body is replaced by what NAME's builder below makes from the records
+(``results.json`` of committed runs, ``bench.json``, the reproduce command's records), so
+a number typed by hand or left stale fails ``--check`` (``.ci/run`` runs it). Every table
+says where it came from: the records' folder, the command that makes them, their
+commits and machines.
+
+The records are checked first, and a bad one stops both modes, naming it: every run
+must name its commit (a ``-dirty`` one needs a ``commit_note`` saying why), its CPU and
+its precision (``config.half_precision``; a run from before that option, a ``precision``
+with a ``precision_note``).
+
+Nothing here reads the data set or describes the machine it runs on: the same records
+give the same tables anywhere (the parameter counts of results not yet run are counted by
+building their models, which takes JAX ~20 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DOC_FILES = ["README.md", "docs/*.md"]
+MARKER = re.compile(
+    r"(?P<open><!-- render:(?P<name>[\w-]+) -->\n)(?P<body>.*?)"
+    r"(?P<close><!-- /render:(?P=name) -->)",
+    re.S,
+)
+FAST_RUNS = "docs/fast/runs"
+REPRO_RUNS = "docs/reproduction/runs"
+REPRO_FIRST20 = "docs/reproduction/first20"
+REPRO_ESTIMATES = "docs/reproduction/estimates.json"
+REPRO_MINI = "docs/reproduction/cifar100_mini.json"
+READINGS = "docs/reproduction/runs/report000_readings"
+BENCH = "docs/bench/bench.json"
+
+# CPU labels: the records name family and model numbers; these name the part's class
+# (what the KVM guests report does not say). Descriptive, not a measurement.
+CPU_CLASS = {
+    ("6", "167"): "Granite Rapids class",
+    ("6", "207"): "Emerald Rapids class",
+    ("26", ""): "Zen 5",
+    ("25", ""): "Zen 3",
+}
+
+
+class RecordError(Exception):
+    """A committed record that cannot back a table (no commit, CPU or precision)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Records
+
+
+def _rel(path: str | Path) -> str:
+    return os.path.relpath(path, ROOT)
+
+
+def load_json(path: str | Path) -> Any:
+    with open(ROOT / path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_run(path: str, r: dict[str, Any]) -> list[str]:
+    """What a run's results.json lacks to back a number in the docs."""
+    problems = []
+    commit = r.get("commit")
+    if not commit or commit == "unknown":
+        problems.append(f"{path}: no commit recorded (commit={commit!r})")
+    elif commit.endswith("-dirty") and not r.get("commit_note"):
+        problems.append(
+            f"{path}: commit {commit} has uncommitted changes and no commit_note saying why"
+        )
+    if not r.get("cpu") and r.get("device_kind", "cpu") == "cpu":
+        problems.append(f"{path}: no cpu recorded")
+    if not isinstance((r.get("config") or {}).get("half_precision"), bool) and not (
+        r.get("precision") and r.get("precision_note")
+    ):
+        problems.append(f"{path}: no config.half_precision and no precision with a precision_note")
+    return problems
+
+
+def run_records(folder: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every results.json under folder (sorted), checked."""
+    out, problems = [], []
+    for path in sorted(glob.glob(str(ROOT / folder / "**" / "results.json"), recursive=True)):
+        r = load_json(path)
+        problems += check_run(_rel(path), r)
+        out.append((_rel(path), r))
+    if problems:
+        raise RecordError("\n".join(problems))
+    return out
+
+
+def cpu_label(cpu: str | None) -> str:
+    """``Xeon, family 6 model 167 (Granite Rapids class), AVX-512`` from the record's
+    ``cpu`` string, with any ISA limit the run was held to."""
+    if not cpu:
+        return "not recorded"
+    m = re.match(
+        r"(?P<name>.*?) \(family (?P<f>\d+)(?:, model (?P<m>\d+))?, (?P<isa>\w+)\)(?P<rest>.*)",
+        cpu,
+    )
+    if not m:
+        return cpu
+    name = m["name"].replace("Intel(R) Xeon(R) Processor", "Intel Xeon")
+    cls = CPU_CLASS.get((m["f"], m["m"] or "")) or CPU_CLASS.get((m["f"], ""))
+    isa = {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(m["isa"], m["isa"])
+    model = f" model {m['m']}" if m["m"] else ""
+    label = f"{name}, family {m['f']}{model}{f' ({cls})' if cls else ''}, {isa}"
+    limits = m["rest"].removeprefix(", kernels limited by ").strip()
+    return f"{label}, held to {limits}" if limits else label
+
+
+def short(commit: str) -> str:
+    base, dirty = commit.removesuffix("-dirty"), commit.endswith("-dirty")
+    return base[:7] + ("-dirty" if dirty else "")
+
+
+def _commits(records: Iterable[dict[str, Any]]) -> str:
+    return ", ".join(sorted({short(r["commit"]) for r in records}))
+
+
+def _cpus(records: Iterable[dict[str, Any]]) -> str:
+    return "; ".join(sorted({cpu_label(r.get("cpu")) for r in records}))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def precision(r: dict[str, Any]) -> str:
+    c = r["config"]
+    if "half_precision" not in c:
+        return r["precision"]
+    if not c["half_precision"]:
+        return "float32"
+    return "bf16, bf16 kernel grads" if c.get("cpu_bf16_kernel_grads") else "bf16"
+
+
+def to_tta_seconds(r: dict[str, Any]) -> float:
+    """First training step to the TTA number: the training loop, the plain test pass and
+    the TTA pass (start-up, data load, model init, compile and checkpoint saves apart)."""
+    return r["train_seconds"] + r.get("test_seconds", 0.0) + r.get("test_tta_seconds", 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Tables
+
+
+def _source(folder: str, records: list[dict[str, Any]], command: str) -> str:
+    return (
+        f"Records: `{folder}/` ({len(records)} runs' `results.json`); commits "
+        f"{_commits(records)}; made by `{command}`."
+    )
+
+
+def _fast_groups() -> list[tuple[str, list[dict[str, Any]]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path, r in run_records(FAST_RUNS):
+        group = Path(path).relative_to(FAST_RUNS).parts[0]
+        groups.setdefault(group, []).append(r)
+
+    def key(item: tuple[str, list[dict[str, Any]]]) -> tuple:
+        name, rs = item
+        return (rs[0]["config"]["model"], precision(rs[0]), round(rs[0]["epochs"], 1), name)
+
+    return sorted(groups.items(), key=key)
+
+
+def _fast_row(name: str, rs: list[dict[str, Any]], link: str) -> str:
+    acc = [100 * r["test_accuracy_tta"] for r in rs]
+    mean, std = _mean_std(acc)
+    t = [to_tta_seconds(r) for r in rs]
+    walls = [r["time"]["wall_seconds"] for r in rs if (r.get("time") or {}).get("wall_seconds")]
+    wall = (
+        f"{_minutes(statistics.fmean(walls))} ({_minutes(min(walls))}-{_minutes(max(walls))})"
+        if len(walls) == len(rs)
+        else "not recorded"
+    )
+    seeds = ",".join(str(r["seed"]) for r in sorted(rs, key=lambda r: r["seed"]))
+    epochs = sorted({f"{r['epochs']:.3g}" for r in rs})
+    return (
+        f"| [{name}]({link}/{name}) | `{rs[0]['config']['model']}` | {precision(rs[0])} "
+        f"| {'/'.join(epochs)} | {len(rs)} ({seeds}) | {mean:.2f} ± {std:.2f} "
+        f"| {min(acc):.2f} | {_minutes(statistics.fmean(t))} "
+        f"({_minutes(min(t))}-{_minutes(max(t))}) | {wall} | {_cpus(rs)} | {_commits(rs)} |"
+    )
+
+
+_FAST_HEAD = [
+    "| runs | recipe | precision | epochs | seeds | TTA accuracy % (mean ± std) | lowest "
+    "| training + test + TTA, min (mean, range) | wall time, min (mean, range) | CPU (2 cores) "
+    "| commit |",
+    "|---|---|---|---:|---|---:|---:|---:|---:|---|---|",
+]
+
+_FAST_LEGEND = (
+    "Each row is one folder of runs, each run made by `python -m cifar_jax.main "
+    "--config=configs/<recipe>.py` with the overrides in its `results.json` `config`. "
+    "Accuracy: CIFAR-10 test set with the recipe's TTA, at the end of the fixed budget "
+    "(airbench's protocol: no early stop at a target). *Training + test + TTA*: from the "
+    "first training step to the TTA number (`train_seconds + test_seconds + "
+    "test_tta_seconds`), which leaves out start-up, data load, model init, compile and "
+    "checkpoint saves. *Wall time*: `time.wall_seconds`, from process start to "
+    "`results.json` written, everything included; recorded by runs from commit 37e6823 on."
+)
+
+
+def table_airbench_runs() -> str:
+    groups = _fast_groups()
+    records = [r for _, rs in groups for r in rs]
+    lines = [_FAST_LEGEND, "", *_FAST_HEAD]
+    lines += [_fast_row(name, rs, "fast/runs") for name, rs in groups]
+    lines += ["", _source(FAST_RUNS, records, "python -m cifar_jax.main")]
+    return "\n".join(lines)
+
+
+def table_readme_headline() -> str:
+    """Time to 94%: the airbench groups of 3+ seeds whose mean TTA accuracy is 94% or
+    more, fastest first; the seed reports reproduced; speed against PyTorch."""
+    lines = [
+        "**Time to 94% on 2 CPU cores** (CIFAR-10 test accuracy with TTA, at the end of "
+        "each recipe's fixed budget; every folder of 3+ seeds whose mean is 94% or more, "
+        "fastest first; all runs in [docs/fast.md](docs/fast.md)):",
+        "",
+        *_FAST_HEAD,
+    ]
+    good = [
+        (name, rs)
+        for name, rs in _fast_groups()
+        if len(rs) >= 3 and statistics.fmean(100 * r["test_accuracy_tta"] for r in rs) >= 94.0
+    ]
+    good.sort(key=lambda g: statistics.fmean(to_tta_seconds(r) for r in g[1]))
+    lines += [_fast_row(name, rs, "docs/fast/runs") for name, rs in good]
+    lines += ["", _FAST_LEGEND.replace("Each row is one folder", "A row is a folder"), ""]
+
+    rows = reproduction_rows()
+    done = [r for r in rows if r["runs"]]
+    lines += [
+        f"**The seed reports, reproduced** ({len(done)} of {len(rows)} reported results run "
+        "here; each recipe exactly as its report gives it; the rest, their commands and "
+        "estimated times are in [docs/reproduction.md](docs/reproduction.md)):",
+        "",
+        "| result | model | reported % | ours % (mean ± std, seeds) | difference |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in done:
+        lines.append(
+            f"| {r['id']} | `{r['model']}` | {_reported(r)} | {r['mean']:.2f} ± {r['std']:.2f} "
+            f"({r['runs']}) | {r['difference']:+.2f} |"
+        )
+    lines += [""]
+    lines += bench_summary_lines(link="docs/performance.md")
+    return "\n".join(lines)
+
+
+def _reported(row: dict[str, Any]) -> str:
+    r = row["reported"]
+    return f"{r[0]:g}-{r[1]:g}" if isinstance(r, list) else f"{r:.2f}"
+
+
+# --- reproduction ------------------------------------------------------------------------
+
+_REPRO_CACHE: list[dict[str, Any]] = []
+
+
+def reproduction_rows() -> list[dict[str, Any]]:
+    """The reproduce command's rows over the committed runs: report 003 from its own
+    data's folder, every other result from the CIFAR-10 folder (the runs' results.json
+    are read and checked against each recipe, as `reproduce --summarize` does)."""
+    if _REPRO_CACHE:
+        return _REPRO_CACHE
+    from cifar_jax.commands import reproduce
+
+    run_records(REPRO_RUNS)  # checks every record
+    run_records(REPRO_FIRST20)
+    estimates = load_json(REPRO_ESTIMATES)
+    # One plan per folder, as the command makes them: results with the same recipe share
+    # their runs (001_loss_cross_entropy is 001_cnn_baseline's).
+    cifar100 = [r for r in reproduce.RESULTS if r.report == "003"]
+    cifar10 = [r for r in reproduce.RESULTS if r.report != "003"]
+    runs = reproduce.plan(cifar10, 3, str(ROOT / REPRO_RUNS)) + reproduce.plan(
+        cifar100, 3, str(ROOT / REPRO_FIRST20)
+    )
+    order = {r.id: i for i, r in enumerate(reproduce.RESULTS)}
+    runs.sort(key=lambda run: order[run.result.id])  # stable: seeds stay in order
+    rows = reproduce.summary_rows(runs, False, estimates, 3, "runs/reproduce")
+    for row in rows:
+        if row["id"].startswith("003_") and not row["runs"]:
+            row["command"] += " --data_dir=../shared/data/cifar100-first20"
+    _REPRO_CACHE.extend(rows)
+    return _REPRO_CACHE
+
+
+def table_reproduction() -> str:
+    from cifar_jax.commands import reproduce
+
+    rows = reproduction_rows()
+    done = [r for r in rows if r["runs"]]
+    cpus = sorted({cpu_label(c) for r in done for c in r["cpu"]})
+    commits = sorted({short(c) for r in done for c in r["commit"]})
+    return "\n".join(
+        [
+            "Accuracy in %, mean ± sample std over seeds (n). *Time per run*: compile and "
+            "training loop of one run (`train_seconds + compile_seconds`), on cores shared "
+            "with other work unless the note says otherwise.",
+            "",
+            *reproduce.table_lines(rows),
+            "",
+            f"Records: `{REPRO_RUNS}/<result>/seed_<n>/results.json` (CIFAR-10) and "
+            f"`{REPRO_FIRST20}/` (report 003, CIFAR-100 classes 0-19), "
+            f"{sum(r['runs'] for r in done)} runs; estimates: `{REPRO_ESTIMATES}`. "
+            f"Commits {', '.join(commits)}. CPUs (2 cores): {'; '.join(cpus)}. Made by "
+            "`python -m cifar_jax.reproduce` (`--estimate` for the estimates).",
+        ]
+    )
+
+
+def table_reproduction_mini() -> str:
+    from cifar_jax.commands import reproduce
+
+    summary = load_json(REPRO_MINI)
+    rows = summary["rows"]
+    done = [r for r in rows if r["runs"]]
+    commits = sorted({short(c) for r in done for c in r["commit"]})
+    cpus = sorted({cpu_label(c) for r in done for c in r["cpu"]})
+    return "\n".join(
+        [
+            *reproduce.table_lines(rows),
+            "",
+            f"Record: `{REPRO_MINI}` (the command's `reproduction.json` for the mini "
+            f"subset's workdir; the runs are in `{REPRO_RUNS}/<result>__scaled_to_1600/`). "
+            f"Commits {', '.join(commits)}. CPUs (2 cores): {'; '.join(cpus)}.",
+        ]
+    )
+
+
+def table_report000_readings() -> str:
+    records = run_records(READINGS)
+    lines = [
+        "| variant | test accuracy % | test loss | params | epochs | train time (s) | CPU "
+        "| commit |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for path, r in records:
+        variant = Path(path).relative_to(READINGS).parts[0]
+        lines.append(
+            f"| {variant} | {100 * r['test_accuracy']:.2f} | {r['test_loss']:.4f} "
+            f"| {r['trainable_params']:,} | {r['epochs']:g} | {r['train_seconds']:.1f} "
+            f"| {cpu_label(r.get('cpu'))} | {short(r['commit'])} |"
+        )
+    lines += [
+        "",
+        f"Records: `{READINGS}/<variant>/seed_0/results.json` (seed 0 each); made by "
+        "`python -m cifar_jax.sweep --config=configs/sweeps/report000_readings.py`.",
+    ]
+    return "\n".join(lines)
+
+
+# --- bench -------------------------------------------------------------------------------
+
+
+def _bench() -> dict[str, Any]:
+    report = load_json(BENCH)
+    commit = report["machine"].get("commit")
+    if not commit or commit == "unknown":
+        raise RecordError(f"{BENCH}: no commit recorded in machine.commit")
+    if commit.endswith("-dirty") and not report["machine"].get("commit_note"):
+        raise RecordError(f"{BENCH}: commit {commit} is -dirty with no machine.commit_note")
+    return report
+
+
+def bench_summary_lines(link: str) -> list[str]:
+    from cifar_jax.perf import bench
+
+    report = _bench()
+    rows = report["results"]
+    train = [r["train"]["ratio"] for r in rows if r["train"]["ratio"] is not None]
+    evals = [r["eval"]["ratio"] for r in rows if r["eval"]["ratio"] is not None]
+    met = sum(1 for r in rows if not bench.missed_targets(r))
+    m = report["machine"]
+    return [
+        f"**Speed against PyTorch on the same cores** (`python -m cifar_jax.bench`: the real "
+        f"train and eval steps of {len(rows)} model x batch rows beside a PyTorch eager "
+        "twin in one process; jax / torch images per second, median of interleaved rounds; "
+        f"table and levers in [docs/performance.md]({link})):",
+        "",
+        "| train step ratio, median (range) | eval step ratio, median (range) "
+        "| rows meeting every target | CPU (2 cores) | commit | date |",
+        "|---:|---:|---:|---|---|---|",
+        f"| {statistics.median(train):.2f} ({min(train):.2f}-{max(train):.2f}) "
+        f"| {statistics.median(evals):.2f} ({min(evals):.2f}-{max(evals):.2f}) "
+        f"| {met} of {len(rows)} | {cpu_label(m['cpu'])} | {short(m['commit'])} "
+        f"| {report['started'][:10]} |",
+    ]
+
+
+def table_bench() -> str:
+    from cifar_jax.perf import bench
+
+    report = _bench()
+    return "\n".join(
+        [
+            bench.markdown(report).rstrip("\n"),
+            "",
+            f"Record: `{BENCH}` (commit {short(report['machine']['commit'])}"
+            + (
+                f"; {report['machine']['commit_note']}"
+                if report["machine"].get("commit_note")
+                else ""
+            )
+            + ").",
+        ]
+    )
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "readme_headline": table_readme_headline,
+    "airbench_runs": table_airbench_runs,
+    "reproduction": table_reproduction,
+    "reproduction_mini": table_reproduction_mini,
+    "report000_readings": table_report000_readings,
+    "bench_table": table_bench,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+def doc_paths() -> list[Path]:
+    paths: list[Path] = []
+    for pattern in DOC_FILES:
+        paths += sorted(ROOT.glob(pattern))
+    return paths
+
+
+def render_text(text: str, where: str, built: dict[str, str]) -> tuple[str, list[str]]:
+    """text with every marked table rebuilt, and the names of the tables that changed."""
+    changed: list[str] = []
+
+    def replace(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise SystemExit(
+                f"render_docs: {where}: unknown table {name!r} (known: {', '.join(TABLES)})"
+            )
+        if name not in built:
+            built[name] = TABLES[name]()
+        body = (
+            f"<!-- rendered by scripts/render_docs.py from the records; do not edit -->\n\n"
+            f"{built[name]}\n\n"
+        )
+        if m["body"] != body:
+            changed.append(name)
+        return m["open"] + body + m["close"]
+
+    return MARKER.sub(replace, text), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 naming stale tables"
+    )
+    args = parser.parse_args(argv)
+    built: dict[str, str] = {}
+    stale = []
+    _REPRO_CACHE.clear()
+    try:
+        for path in doc_paths():
+            text = path.read_text(encoding="utf-8")
+            new, changed = render_text(text, _rel(path), built)
+            for name in changed:
+                stale.append(f"{_rel(path)}: table {name!r}")
+                if args.check:
+                    old_body = next(m["body"] for m in MARKER.finditer(text) if m["name"] == name)
+                    new_body = next(m["body"] for m in MARKER.finditer(new) if m["name"] == name)
+                    diff = difflib.unified_diff(
+                        old_body.splitlines(), new_body.splitlines(), "in the doc",
+                        "from the records", lineterm="", n=0,
+                    )  # fmt: skip
+                    print("\n".join(list(diff)[:12]), file=sys.stderr)
+            if new != text and not args.check:
+                path.write_text(new, encoding="utf-8")
+    except RecordError as e:
+        print(f"render_docs: records that cannot back a table:\n{e}", file=sys.stderr)
+        return 1
+    unused = sorted(set(TABLES) - set(built))
+    if args.check:
+        if stale:
+            print(
+                "render_docs --check: these tables differ from what the records give:\n  "
+                + "\n  ".join(stale)
+                + "\nRun `python scripts/render_docs.py` and commit the result (or fix the "
+                "record, never the table).",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"render_docs --check: {len(built)} tables match their records.")
+    else:
+        print(f"render_docs: {len(built)} tables rendered, {len(stale)} changed: {stale}")
+    if unused:
+        print(f"render_docs: tables placed in no doc: {', '.join(unused)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
