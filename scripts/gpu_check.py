@@ -36,9 +36,9 @@ AIRBENCH_MUON_A100_SECONDS = 2.59
 AIRBENCH_MEAN_ACCURACY = 0.9401
 # The training pair (LeNet, gpu_check.sh's PAIR arguments) on the partial data the bundle
 # carries (data_batch_1.bin: 10,000 training images; the 10,000 test images) must end at
-# least here. Measured on the CPU with the same images and arguments over seeds 0-7
-# (docs/gpu.md, "The training pair's gate"): 0.4383-0.4591 test accuracy, mean 0.4474,
-# std 0.0069. The gate is 0.088 under the lowest seed and 0.25 over chance: GPU numerics,
+# least here. Measured on the CPU with the same images and arguments over seeds 0-7 by
+# scripts/gpu_gate_seeds.py (record docs/records/gpu_gate.json, rendered in docs/gpu.md,
+# "The training pair's gate"): every seed far above it, and 0.25 over chance: GPU numerics,
 # which move a run about as much as another seed does, cannot fail it; a run that did not
 # learn (loss stuck, wrong labels, non-finite steps skipped) does.
 MIN_ACCURACY = 0.35
@@ -421,6 +421,12 @@ def env(out: str, platform: str, bundle: str = "", repo: str = "") -> int:
                 "the summary cannot name its code. Rerun scripts/gpu_bundle.sh just before "
                 "the device call."
             )
+    try:  # the host CPU, as every record names it (the CPU-mode rehearsal's numbers are its)
+        from cifar_jax import runtime
+
+        info["cpu"] = runtime.cpu_description()
+    except Exception as e:  # noqa: BLE001
+        info["cpu"] = f"{type(e).__name__}: {e}"
     try:
         from cifar_jax.kernels import onednn
 

@@ -240,7 +240,8 @@ if [ "$PLATFORM" = cpu ]; then
   BENCH_BF16=("${BENCH[@]}")
 else
   SYN=(--config.synthetic_train_examples=50000 --config.synthetic_test_examples=10000)
-  # The pair whose gate was measured (scripts/gpu_check.py MIN_ACCURACY): change them
+  # The pair whose gate was measured (scripts/gpu_check.py MIN_ACCURACY, by
+  # scripts/gpu_gate_seeds.py with these arguments): change them
   # together.
   PAIR=(--config.num_train_steps=300)
   AIRBENCH=()

@@ -10,10 +10,11 @@ a number typed by hand or left stale fails ``--check`` (``.ci/run`` runs it). Ev
 says where it came from: the records' folder, the command that makes them, their
 commits and machines.
 
-The records are checked first, and a bad one stops both modes, naming it: every run
-must name its commit (a ``-dirty`` one needs a ``commit_note`` saying why), its CPU and
-its precision (``config.half_precision``; a run from before that option, a ``precision``
-with a ``precision_note``).
+The records are checked first, and a bad one stops both modes, naming it: every JSON
+record under docs/ must name its commit (a ``-dirty`` one needs a ``commit_note`` saying
+why) and its machine; every run's results.json also its CPU and its precision
+(``config.half_precision``; a run from before that option, a ``precision`` with a
+``precision_note``).
 
 Nothing here reads the data set or describes the machine it runs on: the same records
 give the same tables anywhere (the parameter counts of results not yet run are counted by
@@ -379,6 +380,83 @@ def table_report000_readings() -> str:
     return "\n".join(lines)
 
 
+# Report 003's Table 4 test losses (the report's own figures, beside its accuracies,
+# which reproduce.RESULTS holds): what a reading of the report's numbers must also match.
+REPORT003_TEST_LOSS = {
+    "003_baseline": 1.8410,
+    "003_dropout": 1.5841,
+    "003_batchnorm": 1.7590,
+    "003_both": 1.4328,
+    "003_both_aug": 1.3916,
+}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def table_report003_readings() -> str:
+    """Where our report-003 runs meet the report's numbers: the restored best model (the
+    recipe), the model of the last epoch trained (`evaluate --checkpoint=latest`), and
+    the first epoch at which our validation accuracy / loss reach the report's test
+    accuracy / loss."""
+    from cifar_jax.commands import reproduce
+
+    reported = {r.id: r.reported for r in reproduce.RESULTS}
+    records = run_records(REPRO_FIRST20)
+    lines = [
+        "| result | reported acc % / loss | ours, restored best (the recipe) | ours, last "
+        "epoch's model | epochs trained | best epoch | first epoch val acc >= reported "
+        "| first epoch val loss <= reported |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    by_result: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, r in records:
+        by_result.setdefault(Path(path).relative_to(REPRO_FIRST20).parts[0], []).append(
+            (ROOT / path, r)
+        )
+    for result, runs in sorted(by_result.items(), key=lambda kv: list(reported).index(kv[0])):
+        acc, loss = reported[result], REPORT003_TEST_LOSS[result]
+        best_acc = [100 * r["test_accuracy"] for _, r in runs]
+        best_loss = [r["test_loss"] for _, r in runs]
+        last, epochs, best_ep, reach_acc, reach_loss = [], [], [], [], []
+        for path, r in runs:
+            folder = path.parent
+            latest = folder / "eval_latest.json"
+            if latest.exists():
+                e = load_json(latest)
+                last.append((100 * e["accuracy"], e["loss"]))
+            val = [m for m in _read_jsonl(folder / "metrics.jsonl") if m.get("split") == "val"]
+            epochs.append(f"{r['epochs']:g}")
+            steps_per_epoch = val[0]["step"] / val[0]["epoch"]
+            best_ep.append(f"{r['best_step'] / steps_per_epoch:g}")
+            reach_acc.append(
+                next((f"{m['epoch']:g}" for m in val if 100 * m["accuracy"] >= acc), "never")
+            )
+            reach_loss.append(next((f"{m['epoch']:g}" for m in val if m["loss"] <= loss), "never"))
+        a_mean, a_std = _mean_std(best_acc)
+        last_cell = "not evaluated"
+        if len(last) == len(runs):
+            la, ls = _mean_std([a for a, _ in last]), statistics.fmean(x for _, x in last)
+            last_cell = f"{la[0]:.2f} ± {la[1]:.2f} / {ls:.3f}"
+        lines.append(
+            f"| {result} | {acc:.2f} / {loss:.4f} | {a_mean:.2f} ± {a_std:.2f} / "
+            f"{statistics.fmean(best_loss):.3f} | {last_cell} | {', '.join(epochs)} "
+            f"| {', '.join(best_ep)} | {', '.join(reach_acc)} | {', '.join(reach_loss)} |"
+        )
+    commits = _commits(r for _, r in records)
+    lines += [
+        "",
+        f"Records: `{REPRO_FIRST20}/<result>/seed_<n>/`: `results.json` (the recipe's test of "
+        "the restored best model), `metrics.jsonl` (validation after every epoch) and "
+        "`eval_latest.json` (`python -m cifar_jax.evaluate --checkpoint=latest`: the model "
+        f"of the last epoch trained); {len(records)} runs, seeds 42-44 (per-seed cells in "
+        f"that order), commits {commits}. Report: Table 4's test accuracy and loss.",
+    ]
+    return "\n".join(lines)
+
+
 # --- bench -------------------------------------------------------------------------------
 
 
@@ -436,14 +514,134 @@ def table_bench() -> str:
     )
 
 
+# --- GPU check records ----------------------------------------------------------------
+
+GPU_GATE = "docs/records/gpu_gate.json"
+SUITE_NO_ONEDNN = "docs/records/suite_without_onednn.json"
+PY312_CHECK = "docs/records/py312_check/summary.json"
+
+
+def _checked_record(path: str) -> dict[str, Any]:
+    if not (ROOT / path).exists():
+        raise RecordError(f"{path}: no such record (the doc names the command that makes it)")
+    record = load_json(path)
+    if not record.get("commit") or record["commit"] == "unknown":
+        raise RecordError(f"{path}: no commit recorded")
+    dirty = "-dirty" in record["commit"] or "uncommitted" in record["commit"]
+    if dirty and not record.get("commit_note"):
+        raise RecordError(f"{path}: commit {record['commit']} is -dirty with no commit_note")
+    return record
+
+
+def table_gpu_gate() -> str:
+    g = _checked_record(GPU_GATE)
+    runs = g["runs"]
+    return "\n".join(
+        [
+            "| seed | " + " | ".join(str(r["seed"]) for r in runs) + " |",
+            "|---|" + "---:|" * len(runs),
+            "| test accuracy | " + " | ".join(f"{r['test_accuracy']:.4f}" for r in runs) + " |",
+            "",
+            f"Mean {g['mean']:.4f}, sample std {g['std']:.4f}, range {g['min']:.4f}-"
+            f"{g['max']:.4f}; the gate ({g['gate']}) is {g['min'] - g['gate']:.3f} under the "
+            f"lowest seed ({(g['min'] - g['gate']) / g['std']:.0f} standard deviations). "
+            f"`{g['model']}` with `{' '.join(g['arguments'])}` on {g['data']}; "
+            f"{cpu_label(g['cpu'])}, 2 cores; commit {short(g['commit'])}, {g['made'][:10]}; "
+            f"convolutions: {runs[0]['convolutions']}. Record: `{GPU_GATE}`, made by "
+            f"`{g['command']}`.",
+        ]
+    )
+
+
+def table_suite_without_onednn() -> str:
+    s = _checked_record(SUITE_NO_ONEDNN)
+    lines = [
+        "| started (UTC) | commit | CPU | Python / jax | passed | skipped | failed | minutes |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+        f"| {s['started_utc']} | {short(s['commit'])} | {cpu_label(s['cpu'])} "
+        f"| {s['python']} / {s['jax']} | {s['passed']} | {s['skipped']} | {len(s['failed'])} "
+        f"| {s['seconds'] / 60:.1f} |",
+        "",
+        "Skip reasons: "
+        + "; ".join(f"{reason} ({n})" for reason, n in s["skip_reasons"].items())
+        + ". Failed: "
+        + (", ".join(f"`{f}`" for f in s["failed"]) or "none")
+        + f". Record: `{SUITE_NO_ONEDNN}` (`{s['what']}`).",
+    ]
+    return "\n".join(lines)
+
+
+def table_py312_check() -> str:
+    s = _checked_record(PY312_CHECK)
+    env = s["env"]
+    lines = ["| stage | status | seconds | what it found |", "|---|---|---:|---|"]
+    for name, st in s["stages"].items():
+        lines.append(f"| `{name}` | {st['status']} | {st['seconds']:.1f} | {st.get('key', '')} |")
+    commit = s["commit"].split()[0]
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"The GPU check in its CPU mode (tiny sizes; `platform: {s['platform']}`), "
+            f"{s['wall_seconds']:.0f} s of its {s['budget_seconds']:.0f} s budget, on "
+            f"{s['date'][:10]}: Python {env['python']}, jax {env['jax']}, oneDNN: "
+            f"{env['onednn']}; {cpu_label(env.get('cpu'))}, 2 cores; commit {short(commit)}"
+            + (f" ({s['commit_note']})" if s.get("commit_note") else "")
+            + f". Record: `{PY312_CHECK}` with its `summary.md` and logs, kept by "
+            "`PY312_CHECK_KEEP=docs/records/py312_check bash scripts/py312_check.sh`.",
+        ]
+    )
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "readme_headline": table_readme_headline,
     "airbench_runs": table_airbench_runs,
     "reproduction": table_reproduction,
     "reproduction_mini": table_reproduction_mini,
     "report000_readings": table_report000_readings,
+    "report003_readings": table_report003_readings,
     "bench_table": table_bench,
+    "gpu_gate": table_gpu_gate,
+    "suite_without_onednn": table_suite_without_onednn,
+    "py312_check": table_py312_check,
 }
+
+
+def _provenance(d: Any) -> list[tuple[Any, Any, Any]]:
+    """(commit, commit_note, machine) of a record: its own, its ``machine``'s, or each
+    entry's for a record of entries (estimates.json)."""
+    if not isinstance(d, dict):
+        return [(None, None, None)]
+    if "commit" in d:
+        machine = d.get("cpu") or d.get("machine") or d.get("env") or d.get("device_kind")
+        return [(d["commit"], d.get("commit_note"), machine)]
+    if isinstance(d.get("machine"), dict):
+        m = d["machine"]
+        return [(m.get("commit"), m.get("commit_note"), m.get("cpu"))]
+    entries = [v for v in d.values() if isinstance(v, dict)]
+    if entries and all("commit" in v for v in entries):
+        return [(v["commit"], v.get("commit_note"), v.get("cpu")) for v in entries]
+    return [(None, None, None)]
+
+
+def audit_records() -> list[str]:
+    """Every committed JSON record under docs/ names its commit (an unexplained -dirty
+    is a problem), and its machine; a run's results.json also its precision."""
+    problems = []
+    for path in sorted((ROOT / "docs").rglob("*.json")):
+        rel = _rel(path)
+        d = load_json(path)
+        if path.name == "results.json":
+            problems += check_run(rel, d)
+            continue
+        for commit, note, machine in _provenance(d):
+            if not commit or commit == "unknown":
+                problems.append(f"{rel}: no commit recorded")
+            elif ("-dirty" in str(commit) or "uncommitted" in str(commit)) and not note:
+                problems.append(f"{rel}: commit {commit} is -dirty with no commit_note")
+            if not machine:
+                problems.append(f"{rel}: no machine recorded (cpu / machine)")
+    return sorted(set(problems))
 
 
 # ---------------------------------------------------------------------------------------
@@ -490,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     _REPRO_CACHE.clear()
     try:
+        if problems := audit_records():
+            raise RecordError("\n".join(problems))
         for path in doc_paths():
             text = path.read_text(encoding="utf-8")
             new, changed = render_text(text, _rel(path), built)

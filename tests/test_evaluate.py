@@ -35,6 +35,8 @@ def test_evaluate_matches_training_test_numbers_and_sees_every_image_once(workdi
     assert m["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
     assert m["loss"] == pytest.approx(results["test_loss"], rel=1e-4)
     assert m["state_sha256"] == results["state_sha256"]
+    # Named like results.json's, so an evaluation can back a docs table (it once had none).
+    assert m["commit"] == results["commit"] and m["cpu"] == results["cpu"]
     for key in ("macro", "weighted", "top_k_accuracy", "ece", "mean_confidence_correct"):
         assert key in m
     assert set(m["top_k_accuracy"]) == {"1", "2", "3", "4", "5"}

@@ -249,3 +249,23 @@ def test_tree_check_finds_a_changed_file_of_the_same_size(tmp_path):
     check = gpu_check.tree_check(bundle, repo)
     assert check["status"] == "differs"
     assert check["changed"] == ["scripts/a.py"] and check["missing"] == ["b.md"]
+
+
+def test_the_gate_was_measured_with_the_pairs_own_arguments():
+    """scripts/gpu_gate_seeds.py (the record behind MIN_ACCURACY) must train the pair as
+    gpu_check.sh does on a GPU: a change to one and not the other would leave the gate
+    measured on another run."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("gate", REPO / "scripts/gpu_gate_seeds.py")
+    gate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate)
+    script = (REPO / "scripts/gpu_check.sh").read_text()
+    gpu_branch = script[script.index("\nelse\n  SYN=") :]
+    pair = re.search(r"\n  PAIR=\(([^)]*)\)", gpu_branch).group(1).split()
+    stage = re.search(r'stage "train_\$run" "\$\{TRAIN\[@\]\}" ([^"]*)\\\n', script).group(1)
+    train = re.search(r"TRAIN=\([^)]*\n\s*(--config[^\"]*) \"\$\{DATA", script).group(1)
+    expected = set(pair) | set(stage.split()) | set(train.split())
+    expected |= {"--config.data_source=files", "--config.allow_partial_train_files=true"}
+    assert expected == set(gate.PAIR_ARGS), expected ^ set(gate.PAIR_ARGS)

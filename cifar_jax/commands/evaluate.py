@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cifar_jax import classification, runs, tta
+from cifar_jax import classification, runs, runtime, tta
 from cifar_jax.errors import ConfigError
 
 SPLITS = ("test", "val")
@@ -105,6 +105,10 @@ def evaluate_run(
         "state_sha256": run.state_sha256(),
         **classification.summarize(probs, labels, run.class_names),
         "tta": mode,
+        # What made the numbers, as results.json records it: a committed evaluation
+        # (docs/reproduction/first20/*/eval_latest.json) backs a table.
+        "commit": runtime.git_commit(),
+        "cpu": runtime.cpu_description(),
     }
     if mode != "none":
         tta_probs, _ = predictions(run, split, mode, cache)
