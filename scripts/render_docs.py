@@ -593,6 +593,45 @@ def table_py312_check() -> str:
     )
 
 
+RELAYOUT = "docs/bench/relayout"
+
+
+def table_relayout_bench() -> str:
+    """The re-layout's before/after bench runs, alternated: train ratio jax / PyTorch."""
+    from cifar_jax.perf import bench
+
+    order = ["before1", "after1", "before2", "after2"]
+    runs = {name: _bench_at(f"{RELAYOUT}/{name}/bench.json") for name in order}
+    models = [r["model"] for r in runs["before1"]["results"]]
+    lines = [
+        "| model | " + " | ".join(order) + " |",
+        "|---|" + "---|" * len(order),
+    ]
+    for model in models:
+        cells = []
+        for name in order:
+            t = next(r for r in runs[name]["results"] if r["model"] == model)["train"]
+            cells.append(f"{t['ratio']:.2f} / {bench.best_ratio(t):.2f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    commits = {name: short(r["machine"]["commit"]) for name, r in runs.items()}
+    cpus = sorted({cpu_label(r["machine"]["cpu"]) for r in runs.values()})
+    lines += [
+        "",
+        "Train ratio jax / PyTorch, median / best rounds. Commits: "
+        + ", ".join(f"{n} {c}" for n, c in commits.items())
+        + f"; {'; '.join(cpus)}, 2 cores. Records: `{RELAYOUT}/<run>/bench.json`, made by "
+        f"`{runs['before1']['command']}`.",
+    ]
+    return "\n".join(lines)
+
+
+def _bench_at(path: str) -> dict[str, Any]:
+    report = load_json(path)
+    if not report["machine"].get("commit"):
+        raise RecordError(f"{path}: no commit recorded in machine.commit")
+    return report
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "readme_headline": table_readme_headline,
     "airbench_runs": table_airbench_runs,
@@ -601,6 +640,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "report000_readings": table_report000_readings,
     "report003_readings": table_report003_readings,
     "bench_table": table_bench,
+    "relayout_bench": table_relayout_bench,
     "gpu_gate": table_gpu_gate,
     "suite_without_onednn": table_suite_without_onednn,
     "py312_check": table_py312_check,
