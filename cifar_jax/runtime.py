@@ -269,8 +269,8 @@ def git_commit() -> str:
 
 
 def cpu_description() -> str:
-    """CPU model with family/model numbers and vector ISA, e.g. ``AMD EPYC 9B45 (family
-    26, AVX512)``. Conv kernels are picked per ISA, so times and speed ratios measured on
+    """CPU model with family/model numbers and vector ISA (and AMX where the CPU exposes
+    it), e.g. ``AMD EPYC 9B45 (family 26, AVX512)``. Conv kernels are picked per ISA, so times and speed ratios measured on
     an AVX2 machine do not carry over to an AVX-512 one: every number records it."""
     cpu, family, model, flags = platform.processor(), "", "", set()
     with contextlib.suppress(OSError):
@@ -287,8 +287,11 @@ def cpu_description() -> str:
                 flags = set(value.split())
                 break
     isa = next((i for i in ("avx512f", "avx2", "avx") if i in flags), "unknown")
+    # AMX (the bf16 tile unit) decides bf16 speed: the same family and model runs bf16
+    # several times slower where the VM does not expose it (2026-12-07, docs/fast.md).
+    amx = ", AMX" if "amx_bf16" in flags else ""
     if family:
-        cpu = f"{cpu} (family {family}, model {model}, {isa.removesuffix('f').upper()})"
+        cpu = f"{cpu} (family {family}, model {model}, {isa.removesuffix('f').upper()}{amx})"
     if limits := isa_limits():
         cpu = f"{cpu}, kernels limited by {', '.join(limits)}"
     return cpu

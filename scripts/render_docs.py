@@ -116,7 +116,8 @@ def cpu_label(cpu: str | None) -> str:
     if not cpu:
         return "not recorded"
     m = re.match(
-        r"(?P<name>.*?) \(family (?P<f>\d+)(?:, model (?P<m>\d+))?, (?P<isa>\w+)\)(?P<rest>.*)",
+        r"(?P<name>.*?) \(family (?P<f>\d+)(?:, model (?P<m>\d+))?, (?P<isa>\w+)"
+        r"(?P<amx>, AMX)?\)(?P<rest>.*)",
         cpu,
     )
     if not m:
@@ -126,6 +127,8 @@ def cpu_label(cpu: str | None) -> str:
     isa = {"AVX512": "AVX-512", "AVX2": "AVX2"}.get(m["isa"], m["isa"])
     model = f" model {m['m']}" if m["m"] else ""
     label = f"{name}, family {m['f']}{model}{f' ({cls})' if cls else ''}, {isa}"
+    if m["amx"]:
+        label += " with AMX"
     limits = m["rest"].removeprefix(", kernels limited by ").strip()
     return f"{label}, held to {limits}" if limits else label
 
@@ -457,6 +460,75 @@ def table_report003_readings() -> str:
     return "\n".join(lines)
 
 
+# Report 003's figures for the end of its runs (the report's own, section 4.3 / Table 1 and
+# section 6.4): final training / validation accuracy (%) and loss, and the epoch it stopped.
+REPORT003_FINAL = {
+    "003_baseline": {"train_acc": 87.66, "val_acc": 54.10, "train_loss": 0.4213,
+                     "val_loss": 1.9478, "stopped": 16},
+    "003_both": {"gap": 1.31},
+    "003_both_aug": {"train_acc": 42.15, "gap": -14.20},
+}  # fmt: skip
+
+
+def _last_epoch(folder: Path) -> dict[str, float]:
+    """Our run's last epoch: training accuracy / loss (mean of that epoch's logged
+    points, dropout on) and validation accuracy / loss."""
+    rows = _read_jsonl(folder / "metrics.jsonl")
+    val = [m for m in rows if m.get("split") == "val"][-1]
+    train = [
+        m for m in rows if m.get("split") == "train" and val["epoch"] - 1 < m["epoch"] <= val["epoch"]
+    ]
+    return {
+        "epoch": val["epoch"],
+        "train_acc": 100 * statistics.fmean(m["accuracy"] for m in train),
+        "train_loss": statistics.fmean(m["loss"] for m in train),
+        "val_acc": 100 * val["accuracy"],
+        "val_loss": val["loss"],
+    }
+
+
+def table_report003_final() -> str:
+    """The report's end-of-run training figures beside our runs' last epoch."""
+    records = run_records(REPRO_FIRST20)
+    lines = [
+        "| result | | stopped at epoch | train acc % | val acc % | train - val | train loss "
+        "| val loss |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for result, fig in REPORT003_FINAL.items():
+        rep_gap = fig.get("gap", fig.get("train_acc", 0) - fig.get("val_acc", 0))
+
+        def cell(key: str, fmt: str = "{:.2f}", fig: dict = fig) -> str:
+            return fmt.format(fig[key]) if key in fig else "-"
+
+        lines.append(
+            f"| {result} | report | {cell('stopped', '{:d}')} | {cell('train_acc')} "
+            f"| {cell('val_acc')} | {rep_gap:+.2f} | {cell('train_loss', '{:.4f}')} "
+            f"| {cell('val_loss', '{:.4f}')} |"
+        )
+        ours = [
+            _last_epoch((ROOT / path).parent)
+            for path, _ in records
+            if Path(path).relative_to(REPRO_FIRST20).parts[0] == result
+        ]
+        mean = {k: statistics.fmean(o[k] for o in ours) for k in ours[0]}
+        stopped = ", ".join(f"{o['epoch']:g}" for o in ours)
+        lines.append(
+            f"| | ours (mean of {len(ours)}) | {stopped} "
+            f"| {mean['train_acc']:.2f} | {mean['val_acc']:.2f} "
+            f"| {mean['train_acc'] - mean['val_acc']:+.2f} | {mean['train_loss']:.4f} "
+            f"| {mean['val_loss']:.4f} |"
+        )
+    lines += [
+        "",
+        "Ours: the last epoch of each run (`metrics.jsonl`): training accuracy and loss are "
+        "the mean of that epoch's logged steps (dropout on, as the report's training "
+        "figures are), validation after it. Report: section 4.3 and Table 1 (baseline), "
+        "section 6.4 (the train-validation gaps, both + augmentation's training accuracy).",
+    ]
+    return "\n".join(lines)
+
+
 # --- bench -------------------------------------------------------------------------------
 
 
@@ -639,6 +711,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "reproduction_mini": table_reproduction_mini,
     "report000_readings": table_report000_readings,
     "report003_readings": table_report003_readings,
+    "report003_final": table_report003_final,
     "bench_table": table_bench,
     "relayout_bench": table_relayout_bench,
     "gpu_gate": table_gpu_gate,

@@ -154,6 +154,9 @@ def test_cpu_labels_keep_the_isa_limits_a_run_was_held_to(rd):
         "ONEDNN_MAX_CPU_ISA=AVX2, --xla_cpu_max_isa=AVX2"
     )
     assert rd.cpu_label("AMD EPYC (family 26, AVX512)") == "AMD EPYC, family 26 (Zen 5), AVX-512"
+    assert rd.cpu_label("Intel(R) Xeon(R) Processor (family 6, model 207, AVX512, AMX)") == (
+        "Intel Xeon, family 6 model 207 (Emerald Rapids class), AVX-512 with AMX"
+    )
 
 
 def test_every_committed_record_names_its_commit_and_machine(rd, tree, capsys):

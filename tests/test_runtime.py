@@ -234,3 +234,22 @@ def test_an_isa_limited_run_says_so_in_its_cpu(monkeypatch):
     assert runtime.cpu_description().endswith(
         "kernels limited by ONEDNN_MAX_CPU_ISA=AVX2, --xla_cpu_max_isa=AVX2"
     )
+
+
+def test_the_cpu_names_amx_only_where_the_cpu_exposes_it(monkeypatch, tmp_path):
+    """bf16 speed hangs on AMX, and one VM exposed it where another of the same family and
+    model did not: the CPU a record names says which."""
+    import pathlib
+
+    real_read = pathlib.Path.read_text
+    for flags, expected in (("fpu avx2 avx512f amx_bf16 amx_tile", ", AVX512, AMX)"),
+                            ("fpu avx2 avx512f", ", AVX512)")):  # fmt: skip
+        text = f"model name\t: Xeon\ncpu family\t: 6\nmodel\t\t: 207\nflags\t\t: {flags}\n"
+
+        def fake(self, *a, text=text, **k):
+            return text if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k)
+
+        monkeypatch.setattr(pathlib.Path, "read_text", fake)
+        for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "XLA_FLAGS"):
+            monkeypatch.delenv(name, raising=False)
+        assert runtime.cpu_description() == "Xeon (family 6, model 207" + expected
