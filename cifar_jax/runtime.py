@@ -270,8 +270,9 @@ def git_commit() -> str:
 
 def cpu_description() -> str:
     """CPU model with family/model numbers and vector ISA (and AMX where the CPU exposes
-    it), e.g. ``AMD EPYC 9B45 (family 26, AVX512)``. Conv kernels are picked per ISA, so times and speed ratios measured on
-    an AVX2 machine do not carry over to an AVX-512 one: every number records it."""
+    it), e.g. ``AMD EPYC 9B45 (family 26, AVX512)``. Conv kernels are picked per ISA, so
+    times and speed ratios measured on an AVX2 machine do not carry over to an AVX-512
+    one: every number records it."""
     cpu, family, model, flags = platform.processor(), "", "", set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():

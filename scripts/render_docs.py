@@ -475,9 +475,8 @@ def _last_epoch(folder: Path) -> dict[str, float]:
     points, dropout on) and validation accuracy / loss."""
     rows = _read_jsonl(folder / "metrics.jsonl")
     val = [m for m in rows if m.get("split") == "val"][-1]
-    train = [
-        m for m in rows if m.get("split") == "train" and val["epoch"] - 1 < m["epoch"] <= val["epoch"]
-    ]
+    last = val["epoch"]
+    train = [m for m in rows if m.get("split") == "train" and last - 1 < m["epoch"] <= last]
     return {
         "epoch": val["epoch"],
         "train_acc": 100 * statistics.fmean(m["accuracy"] for m in train),
