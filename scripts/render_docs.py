@@ -532,13 +532,7 @@ def table_report003_final() -> str:
 
 
 def _bench() -> dict[str, Any]:
-    report = load_json(BENCH)
-    commit = report["machine"].get("commit")
-    if not commit or commit == "unknown":
-        raise RecordError(f"{BENCH}: no commit recorded in machine.commit")
-    if commit.endswith("-dirty") and not report["machine"].get("commit_note"):
-        raise RecordError(f"{BENCH}: commit {commit} is -dirty with no machine.commit_note")
-    return report
+    return _record(BENCH)
 
 
 def bench_summary_lines(link: str) -> list[str]:
@@ -592,20 +586,16 @@ SUITE_NO_ONEDNN = "docs/records/suite_without_onednn.json"
 PY312_CHECK = "docs/records/py312_check/summary.json"
 
 
-def _checked_record(path: str) -> dict[str, Any]:
+def _record(path: str) -> dict[str, Any]:
+    """A record a table reads; its commit and machine were checked by audit_records,
+    which runs over every record under docs/ before any table is built."""
     if not (ROOT / path).exists():
         raise RecordError(f"{path}: no such record (the doc names the command that makes it)")
-    record = load_json(path)
-    if not record.get("commit") or record["commit"] == "unknown":
-        raise RecordError(f"{path}: no commit recorded")
-    dirty = "-dirty" in record["commit"] or "uncommitted" in record["commit"]
-    if dirty and not record.get("commit_note"):
-        raise RecordError(f"{path}: commit {record['commit']} is -dirty with no commit_note")
-    return record
+    return load_json(path)
 
 
 def table_gpu_gate() -> str:
-    g = _checked_record(GPU_GATE)
+    g = _record(GPU_GATE)
     runs = g["runs"]
     return "\n".join(
         [
@@ -625,7 +615,7 @@ def table_gpu_gate() -> str:
 
 
 def table_suite_without_onednn() -> str:
-    s = _checked_record(SUITE_NO_ONEDNN)
+    s = _record(SUITE_NO_ONEDNN)
     lines = [
         "| started (UTC) | commit | CPU | Python / jax | passed | skipped | failed | minutes |",
         "|---|---|---|---|---:|---:|---:|---:|",
@@ -643,7 +633,7 @@ def table_suite_without_onednn() -> str:
 
 
 def table_py312_check() -> str:
-    s = _checked_record(PY312_CHECK)
+    s = _record(PY312_CHECK)
     env = s["env"]
     lines = ["| stage | status | seconds | what it found |", "|---|---|---:|---|"]
     for name, st in s["stages"].items():
@@ -672,7 +662,7 @@ def table_relayout_bench() -> str:
     from cifar_jax.perf import bench
 
     order = ["before1", "after1", "before2", "after2"]
-    runs = {name: _bench_at(f"{RELAYOUT}/{name}/bench.json") for name in order}
+    runs = {name: _record(f"{RELAYOUT}/{name}/bench.json") for name in order}
     models = [r["model"] for r in runs["before1"]["results"]]
     lines = [
         "| model | " + " | ".join(order) + " |",
@@ -694,13 +684,6 @@ def table_relayout_bench() -> str:
         f"`{runs['before1']['command']}`.",
     ]
     return "\n".join(lines)
-
-
-def _bench_at(path: str) -> dict[str, Any]:
-    report = load_json(path)
-    if not report["machine"].get("commit"):
-        raise RecordError(f"{path}: no commit recorded in machine.commit")
-    return report
 
 
 TABLES: dict[str, Callable[[], str]] = {
