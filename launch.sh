@@ -6,7 +6,7 @@
 #   More processes than GPUs is refused: NCCL does not let two ranks share a GPU, and each
 #   process would preallocate 75% of every card. CUDA_VISIBLE_DEVICES limits the GPUs used.
 #   Independent runs sharing one GPU are a sweep's job, not this script's:
-#     python -m cifar_jax.sweep --config=configs/sweeps/X.py --workdir=W --config.parallel_trials=4
+#     python -m cifar_jax sweep --config=configs/sweeps/X.py --workdir=W --config.parallel_trials=4
 #
 #   One process per host on a cluster, started by your scheduler on every host:
 #     ./launch.sh --coordinator HOST0:12355 --num-processes 4 --process-id "$RANK" -- --config=...

@@ -220,7 +220,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.grad_clip_norm = 0.0
     # Optimizer parameter groups (torch's param groups), e.g.
     #   --config.param_groups.norm_bias.match='*/norm*/bias' (comma-separated globs over
-    #   '/'-joined parameter paths such as group1/norm1/bias; `python -m cifar_jax.summary`
+    #   '/'-joined parameter paths such as group1/norm1/bias; `python -m cifar_jax summary`
     #   lists them), .lr_scale (times the learning rate), .weight_decay_scale (times
     #   weight_decay) and .trainable_epochs (-1 = the whole run, 0 = frozen, k = trained for
     #   the first k epochs only), .compress_schedule (true: the whole schedule runs within

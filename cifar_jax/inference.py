@@ -53,7 +53,7 @@ INPUT = "uint8 RGB pixels 0-255, shape (N, 32, 32, 3) (NHWC)"
 OUTPUT = "float32 softmax probabilities, shape (N, num_classes), in class_names order"
 FORMATS = ("stablehlo", "onnx")
 _SPEC_FIX = (
-    "Restore it, or delete it and run python -m cifar_jax.evaluate where the run's data set "
+    "Restore it, or delete it and run python -m cifar_jax evaluate where the run's data set "
     "is, which writes it again."
 )
 PLATFORMS = ("cpu", "cuda")  # what a stablehlo export runs on unless told otherwise

@@ -282,7 +282,7 @@ class LoadedRun:
         self, images: Any, *, tta: str = "none", batch_size: int | None = None
     ) -> inference.Predictions:
         """Probabilities and class names of ``images``: a uint8 ``(N, 32, 32, 3)`` array or
-        image file path(s) (resized to 32x32 as ``python -m cifar_jax.predict`` does), in
+        image file path(s) (resized to 32x32 as ``python -m cifar_jax predict`` does), in
         batches of ``batch_size`` (default: the smallest the devices split that holds
         them, at most the run's eval batch) through the jitted, sharded predict step.
         ``tta``: a test-time augmentation mode (:mod:`cifar_jax.tta`)."""
@@ -374,7 +374,7 @@ def load_run(
     if spec is None:
         logging.warning(
             "%s has no %s (the run predates it): reading the data set for the class names "
-            "and normalization, as before. Run python -m cifar_jax.evaluate on it once where "
+            "and normalization, as before. Run python -m cifar_jax evaluate on it once where "
             "the data is to write the file; the run then needs no data to predict.",
             workdir,
             inference.SPEC_FILE,

@@ -3,7 +3,7 @@
 * XLA:CPU flags. In jaxlib 0.10 convolutions on CPU go through YNNPACK, which keeps
   only ~1.4 of 2 cores busy; ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
   sends them back to XLA's Eigen path, measured 2.5-4x faster for the conv nets here
-  (``python -m cifar_jax.bench`` measures it). It is set only if the installed jaxlib
+  (``python -m cifar_jax bench`` measures it). It is set only if the installed jaxlib
   knows it (XLA aborts on an unknown flag). XLA reads ``XLA_FLAGS`` when the backend
   starts (the first ``jax.devices()`` or computation), not at ``import jax``.
 * The host allocator (glibc malloc). XLA:CPU allocates a step's temporary buffers
@@ -11,7 +11,7 @@
   serves blocks that large with ``mmap`` and returns them with ``munmap``, so every step
   page-faults all its activation memory in again and the kernel zeroes it: 16k page
   faults per c100_bn b128 train step here, 200k per resnet_small step
-  (``python -m cifar_jax.bench_ops profile --default_malloc``; docs/performance.md item 9).
+  (``python -m cifar_jax bench_ops profile --default_malloc``; docs/performance.md item 9).
   :func:`configure_host_allocator` makes malloc keep freed memory for reuse (no ``mmap``
   for large blocks, no trimming, one arena so XLA's threads share it): 0 faults per
   step after the first. The cost is that the process keeps its peak memory until it

@@ -282,7 +282,7 @@ def jit_steps(
 
     ``total_steps`` (the run's length) is needed by config.lookahead_every.
 
-    The one place the run's steps are built, so ``python -m cifar_jax.bench`` times exactly
+    The one place the run's steps are built, so ``python -m cifar_jax bench`` times exactly
     what :func:`train_and_evaluate` runs. The train state (argument 0) is donated.
     """
     replicated = NamedSharding(mesh, P())

@@ -2,8 +2,10 @@
 locations stripped), to prove that a refactor changed no program: run it in the checkout
 before and after the change, on the same machine, and compare the lines.
 
-    PYTHONPATH=. python scripts/compiled_step_hash.py lenet resnet_small vgg_a_bn
+    PYTHONPATH=. python scripts/compiled_step_hash.py lenet resnet_small vgg_a_bn airbench94 \
+        airbench94@bf16
 
+(``NAME@bf16``: the config with ``half_precision=True``.)
 (``PYTHONPATH=.``: the checkout you are in, not the one an editable install points at.)
 
 Also runs in checkouts from before the re-layout (b38dc80 and older: steps in train.py).
@@ -35,8 +37,9 @@ try:  # the layout since the re-layout
         steps.create_train_state,
     )
 except ImportError:  # b38dc80 and older
-    from cifar_jax import train  # type: ignore[no-redef]
     from cifar_jax.sweep import load_config_file  # type: ignore[no-redef]
+
+    from cifar_jax import train  # type: ignore[no-redef]
 
     create_mesh, jit_steps, create_train_state = (
         train.create_mesh,
@@ -47,15 +50,23 @@ except ImportError:  # b38dc80 and older
 BATCH, STEPS_PER_EPOCH, TOTAL_STEPS = 128, 390, 3900
 
 
-def compiled_train_step_text(name: str) -> str:
+def compiled_train_step_text(spec: str) -> str:
+    name, _, precision = spec.partition("@")
     config = load_config_file(str(Path("configs") / f"{name}.py"))
+    if precision not in ("", "bf16"):
+        raise SystemExit(f"{spec}: the only precision suffix is @bf16")
+    if precision:
+        config.half_precision = True
     config.batch_size = BATCH
     mesh = create_mesh()
     replicated, batch = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     model = models.build_model(config, 10)
     schedule = optim.learning_rate_schedule(config, STEPS_PER_EPOCH, TOTAL_STEPS)
     tx = optim.create_optimizer(config, schedule, TOTAL_STEPS, STEPS_PER_EPOCH)
-    state = create_train_state(model, tx, 0, replicated)
+    if config.get("lookahead_every", 0) > 0:  # airbench's lookahead keeps a second copy
+        state = create_train_state(model, tx, 0, replicated, lookahead=True)
+    else:
+        state = create_train_state(model, tx, 0, replicated)
     half = np.full(3, 0.5, np.float32)
     train_step, _ = jit_steps(config, model, tx, half, half, mesh, TOTAL_STEPS)
     example = {

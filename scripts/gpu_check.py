@@ -892,7 +892,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{AIRBENCH_MEAN_ACCURACY} (mean) |",
         f"| airbench94 Muon variant, published, one A100 | {AIRBENCH_MUON_A100_SECONDS} | - |",
         "",
-        "## Throughput: train step, jax vs the PyTorch twin (python -m cifar_jax.bench)",
+        "## Throughput: train step, jax vs the PyTorch twin (python -m cifar_jax bench)",
         "",
         "| model | dtype | batch | jax img/s | torch img/s | jax/torch | torch on | compile s |",
         "|---|---|---:|---:|---:|---:|---|---:|",

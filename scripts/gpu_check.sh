@@ -23,7 +23,7 @@
 #   airbench94  configs/airbench94.py once (bf16), its time beside airbench's A100 figures
 #   tests_cpu   tests that need CPU devices, on this GPU host (the suite forces the CPU
 #               platform for itself: tests/conftest.py)
-#   bench_bf16/bench_f32  python -m cifar_jax.bench against the PyTorch twins on the GPU
+#   bench_bf16/bench_f32  python -m cifar_jax bench against the PyTorch twins on the GPU
 # The boxes of the stages up to airbench94 fit in the default budget, so none of them can
 # be cut by it; tests_cpu and the benches run in what the others leave. A stage whose
 # box the budget shortened and that was stopped, or that had too little budget left to

@@ -337,7 +337,7 @@ def table_reproduction() -> str:
             f"`{REPRO_FIRST20}/` (report 003, CIFAR-100 classes 0-19), "
             f"{sum(r['runs'] for r in done)} runs; estimates: `{REPRO_ESTIMATES}`. "
             f"Commits {', '.join(commits)}. CPUs (2 cores): {'; '.join(cpus)}. Made by "
-            "`python -m cifar_jax.reproduce` (`--estimate` for the estimates).",
+            "`python -m cifar_jax reproduce` (`--estimate` for the estimates).",
         ]
     )
 
@@ -378,7 +378,7 @@ def table_report000_readings() -> str:
     lines += [
         "",
         f"Records: `{READINGS}/<variant>/seed_0/results.json` (seed 0 each); made by "
-        "`python -m cifar_jax.sweep --config=configs/sweeps/report000_readings.py`.",
+        "`python -m cifar_jax sweep --config=configs/sweeps/report000_readings.py`.",
     ]
     return "\n".join(lines)
 
@@ -453,7 +453,7 @@ def table_report003_readings() -> str:
         "",
         f"Records: `{REPRO_FIRST20}/<result>/seed_<n>/`: `results.json` (the recipe's test of "
         "the restored best model), `metrics.jsonl` (validation after every epoch) and "
-        "`eval_latest.json` (`python -m cifar_jax.evaluate --checkpoint=latest`: the model "
+        "`eval_latest.json` (`python -m cifar_jax evaluate --checkpoint=latest`: the model "
         f"of the last epoch trained); {len(records)} runs, seeds 42-44 (per-seed cells in "
         f"that order), commits {commits}. Report: Table 4's test accuracy and loss.",
     ]
@@ -545,7 +545,7 @@ def bench_summary_lines(link: str) -> list[str]:
     met = sum(1 for r in rows if not bench.missed_targets(r))
     m = report["machine"]
     return [
-        f"**Speed against PyTorch on the same cores** (`python -m cifar_jax.bench`: the real "
+        f"**Speed against PyTorch on the same cores** (`python -m cifar_jax bench`: the real "
         f"train and eval steps of {len(rows)} model x batch rows beside a PyTorch eager "
         "twin in one process; jax / torch images per second, median of interleaved rounds; "
         f"table and levers in [docs/performance.md]({link})):",

@@ -63,7 +63,7 @@ def test_bench_model_runs_on_a_tiny_model():
     assert r["pipeline_images_per_second"] > 0
     assert 0 <= r["loop_data_wait_fraction"] < 1 and 0 <= r["loop_next_fraction"] < 1
     report = {
-        "command": "python -m cifar_jax.bench --models=lenet",
+        "command": "python -m cifar_jax bench --models=lenet",
         "started": "t0",
         "finished": "t1",
         "wall_seconds": 1.0,
@@ -74,7 +74,7 @@ def test_bench_model_runs_on_a_tiny_model():
     }
     table = bench.markdown(report)
     assert "| lenet | 62,006 | 16 |" in table
-    assert "python -m cifar_jax.bench --models=lenet" in table
+    assert "python -m cifar_jax bench --models=lenet" in table
     # The record and its table name the code they measured (docs/bench/bench.json once
     # had commit null).
     assert report["machine"]["commit"] not in (None, "", "unknown")

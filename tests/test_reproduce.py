@@ -23,7 +23,7 @@ TINY = ("--budget=0.02", "--data_fraction=0.02")
 def run_cli(workdir: Path, data: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, "-m", "cifar_jax.reproduce", f"--workdir={workdir}",
+    cmd = [sys.executable, "-m", "cifar_jax", "reproduce", f"--workdir={workdir}",
            f"--data_dir={data}", *args]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 

@@ -51,7 +51,7 @@ def load_config(path: Path):
 def run_summary(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     return subprocess.run(
-        [sys.executable, "-m", "cifar_jax.summary", *args],
+        [sys.executable, "-m", "cifar_jax", "summary", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

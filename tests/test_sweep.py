@@ -46,7 +46,7 @@ def run_sweep_cmd(
 ):
     env = dict(os.environ) if env is None else env
     env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, "-m", "cifar_jax.sweep", f"--config={config}", f"--workdir={workdir}",
+    cmd = [sys.executable, "-m", "cifar_jax", "sweep", f"--config={config}", f"--workdir={workdir}",
            *extra]  # fmt: skip
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -143,7 +143,7 @@ def test_trials_run_apart_then_summarize_gives_the_same_table(tiny, tmp_path):
     config, full = tiny
     workdir = tmp_path / "array"
     listed = subprocess.run(
-        [sys.executable, "-m", "cifar_jax.sweep", f"--config={config}", f"--workdir={workdir}",
+        [sys.executable, "-m", "cifar_jax", "sweep", f"--config={config}", f"--workdir={workdir}",
          "--list"], capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr[-2000:]

@@ -118,10 +118,16 @@ def trained_real(tmp_path_factory, real_data_root: Path, name: str) -> Path:
 def run_command(
     module: str, *args: str, env: dict[str, str] | None = None, timeout: int = 300
 ) -> subprocess.CompletedProcess:
-    """``python -m cifar_jax.<module> args...`` in a subprocess, output captured."""
+    """``python -m cifar_jax <command> args...`` in a subprocess, output captured
+    (``main``: ``python -m cifar_jax.main``, the design card's training entry)."""
     env = {**os.environ, **(env or {})}  # JAX_PLATFORMS=cpu from tests/conftest.py
     return subprocess.run(
-        [sys.executable, "-m", f"cifar_jax.{module}", *args],
+        [
+            sys.executable,
+            "-m",
+            *(["cifar_jax.main"] if module == "main" else ["cifar_jax", module]),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,7 +3,7 @@
 Loss landscape around a trained run (Li et al. 2018, "Visualizing the Loss Landscape
 of Neural Nets")::
 
-    python -m cifar_jax.analyze landscape --workdir=runs/resnet [--checkpoint=latest]
+    python -m cifar_jax analyze landscape --workdir=runs/resnet [--checkpoint=latest]
         [--num_images=500] [--split=test] [--points_1d=41] [--points_2d=21] [--span=1]
         [--seed=0] [--out=DIR]
 
@@ -20,9 +20,9 @@ of the weights; biases and BatchNorm parameters get no perturbation (Li et al.'s
 BatchNorm study (report 001, section 10, after Santurkar et al. 2018, "How Does Batch
 Normalization Help Optimization?")::
 
-    python -m cifar_jax.analyze batchnorm --config=configs/vgg_a_bn.py \
+    python -m cifar_jax analyze batchnorm --config=configs/vgg_a_bn.py \
         --compare_config=configs/vgg_a.py [--lrs=0.15,0.1,0.075,0.05] [--steps=N] [--out=DIR]
-    python -m cifar_jax.analyze batchnorm --plot --out=DIR [--smooth=N]   # redraw only
+    python -m cifar_jax analyze batchnorm --plot --out=DIR [--smooth=N]   # redraw only
 
 Each config is trained from the same initialization and the same batches once per
 learning rate (the config's optimizer and schedule, with the peak learning rate
@@ -50,7 +50,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -379,7 +378,7 @@ def load_sweeps(out_dir: str) -> list[dict[str, Any]]:
             found.append(result)
     if not found:
         raise CifarJaxError(
-            f"no BatchNorm-study data in {out_dir}; run `python -m cifar_jax.analyze batchnorm "
+            f"no BatchNorm-study data in {out_dir}; run `python -m cifar_jax analyze batchnorm "
             f"--config=configs/vgg_a_bn.py --compare_config=configs/vgg_a.py --out={out_dir}` "
             "first."
         )
@@ -503,8 +502,8 @@ def run() -> None:
         with cli.user_errors():
             if len(argv) != 2 or argv[1] not in ("landscape", "batchnorm"):
                 raise CifarJaxError(
-                    "give one analysis: python -m cifar_jax.analyze landscape --workdir=DIR, or "
-                    "python -m cifar_jax.analyze batchnorm --config=configs/vgg_a_bn.py "
+                    "give one analysis: python -m cifar_jax analyze landscape --workdir=DIR, or "
+                    "python -m cifar_jax analyze batchnorm --config=configs/vgg_a_bn.py "
                     "--compare_config=configs/vgg_a.py"
                 )
             if argv[1] == "landscape":
@@ -554,8 +553,3 @@ def run() -> None:
             print(f"Wrote {plot_sweeps(load_sweeps(out_dir), out_dir, smooth.value)}")
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

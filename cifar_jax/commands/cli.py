@@ -1,6 +1,6 @@
 """Shared command-line plumbing: flag parsing with clear errors, and error reporting.
 
-Every ``python -m cifar_jax.<command>`` uses these, so a typo in ``--config.<field>`` or
+Every command (``python -m cifar_jax <command>``) uses these, so a typo in ``--config.<field>`` or
 a missing data file reads the same everywhere: one paragraph on stderr naming the
 problem and the fix, exit status 1 (2 for bad flags), and a traceback only with
 ``--debug``.

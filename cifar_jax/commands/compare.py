@@ -1,6 +1,6 @@
 """Compare several runs side by side (report 003, Table 4 and Figs 11-13).
 
-    python -m cifar_jax.compare runs/lenet runs/resnet ... [--out=compare]
+    python -m cifar_jax compare runs/lenet runs/resnet ... [--out=compare]
         [--names=a,b,...] [--checkpoint=latest|best] [--confusion=true] [--data_dir=DIR]
 
 Prints a markdown table (run, model, trainable params, test accuracy and loss, best
@@ -19,7 +19,6 @@ validation accuracy, epochs, training time, throughput) and writes into ``--out`
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -227,7 +226,7 @@ def run() -> None:
             workdirs = argv[1:]
             if not workdirs:
                 raise CifarJaxError(
-                    "no workdirs given: python -m cifar_jax.compare RUN1 RUN2 ... [--out=DIR]"
+                    "no workdirs given: python -m cifar_jax compare RUN1 RUN2 ... [--out=DIR]"
                 )
             cli.prepare(runs.read_config(workdirs[0]))  # XLA flags before JAX starts
             table, path = compare(
@@ -245,8 +244,3 @@ def run() -> None:
                 print(f"Wrote {path} and its figures.")
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

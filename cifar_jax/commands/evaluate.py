@@ -1,6 +1,6 @@
 """Evaluate a trained run on its test split: every metric the seed reports use.
 
-    python -m cifar_jax.evaluate --workdir=runs/lenet [--checkpoint=best|latest|STEP]
+    python -m cifar_jax evaluate --workdir=runs/lenet [--checkpoint=best|latest|STEP]
         [--tta=none|flip|flip_translate|airbench] [--split=test|val] [--data_dir=DIR]
 
 Writes ``<workdir>/eval/metrics.json`` (``metrics_<split>.json`` for another split) with
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -197,8 +196,3 @@ def run() -> None:
                 print(f"Wrote {path}")
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

@@ -1,8 +1,8 @@
 """Export a trained run's model as one file other programs run: StableHLO or ONNX.
 
-    python -m cifar_jax.export --workdir=runs/lenet --format=stablehlo --out=lenet.jax
+    python -m cifar_jax export --workdir=runs/lenet --format=stablehlo --out=lenet.jax
         [--platforms=cpu,cuda] [--checkpoint=latest|best|STEP] [--nocheck]
-    python -m cifar_jax.export --workdir=runs/lenet --format=onnx --out=lenet.onnx
+    python -m cifar_jax export --workdir=runs/lenet --format=onnx --out=lenet.onnx
 
 Both files hold the same function: uint8 RGB images ``(N, 32, 32, 3)`` in, float32
 softmax probabilities ``(N, num_classes)`` out, the run's normalization inside, any
@@ -28,8 +28,6 @@ which images, how many, and the largest relative difference. ``--nocheck``, and 
 """
 
 from __future__ import annotations
-
-import sys
 
 from cifar_jax import inference
 from cifar_jax.errors import CifarJaxError
@@ -65,7 +63,7 @@ def run() -> None:
             if jax.process_count() > 1:
                 raise CifarJaxError(
                     "export runs in one process (the file is written once, for any number "
-                    "of devices): run python -m cifar_jax.export without launch.sh."
+                    "of devices): run python -m cifar_jax export without launch.sh."
                 )
             here = jax.export.default_export_platform()  # "cuda" on NVIDIA GPUs, not "gpu"
             elsewhere = fmt.value == "stablehlo" and here not in platforms.value
@@ -87,8 +85,3 @@ def run() -> None:
                 print(f"Not checked: the file is for {platforms.value}, this machine runs {here}.")
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

@@ -1,6 +1,6 @@
 """Classify image files with a trained run.
 
-    python -m cifar_jax.predict --workdir=runs/lenet cat.png dog.jpg ... [--top_k=5]
+    python -m cifar_jax predict --workdir=runs/lenet cat.png dog.jpg ... [--top_k=5]
         [--json] [--checkpoint=latest|best|STEP] [--tta=none|flip|flip_translate|airbench]
 
 Any format and size Pillow reads: each image is converted to RGB (alpha dropped) and
@@ -21,7 +21,6 @@ JSON object: ``{"workdir", "checkpoint", "step", "tta", "predictions": [{"image"
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,7 +95,7 @@ def run() -> None:
             paths = argv[1:]
             if not paths:
                 raise CifarJaxError(
-                    "no images given: python -m cifar_jax.predict --workdir=DIR image.png ..."
+                    "no images given: python -m cifar_jax predict --workdir=DIR image.png ..."
                 )
             for path in paths:  # fail on a bad path before loading the run
                 load_image(path)
@@ -108,8 +107,3 @@ def run() -> None:
                 print(json.dumps(result, indent=2) if as_json.value else format_text(result))
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

@@ -1,6 +1,6 @@
 """A report of one run: plots and a markdown page embedding them.
 
-    python -m cifar_jax.report --workdir=runs/lenet [--checkpoint=latest|best|STEP]
+    python -m cifar_jax report --workdir=runs/lenet [--checkpoint=latest|best|STEP]
         [--num_examples=18] [--out=DIR] [--data_dir=DIR]
 
 Writes into ``<workdir>/report/`` (or ``--out``):
@@ -29,7 +29,6 @@ saved there).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -252,7 +251,7 @@ def model_card(run: runs.LoadedRun, m: dict[str, Any]) -> str:
         f"{_pct(m['top_k_accuracy'].get('5', m['accuracy']))} | {ece:.4f} | "
         f"{m['macro']['f1']:.4f} |",
         "",
-        f"Measured by `python -m cifar_jax.report` at commit {runtime.git_commit()} on "
+        f"Measured by `python -m cifar_jax report` at commit {runtime.git_commit()} on "
         f"{runtime.cpu_description()} ({run.mesh.devices.size} x "
         f"{run.mesh.devices.flat[0].device_kind}).",
         "",
@@ -279,7 +278,7 @@ def model_card(run: runs.LoadedRun, m: dict[str, Any]) -> str:
         "",
         f"- Python: `cifar_jax.load_run({run.workdir!r}).predict(images)` (uint8 "
         "(N, 32, 32, 3) arrays or image paths).",
-        f"- Elsewhere: `python -m cifar_jax.export --workdir={run.workdir} --format=onnx "
+        f"- Elsewhere: `python -m cifar_jax export --workdir={run.workdir} --format=onnx "
         "--out=model.onnx` (or `--format=stablehlo`); `model.onnx.json` beside it says "
         "what goes in and comes out. No data set is needed.",
         "",
@@ -415,8 +414,3 @@ def run() -> None:
                 print(f"Wrote {path} and its figures, and {card}.")
 
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

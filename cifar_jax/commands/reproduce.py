@@ -1,10 +1,10 @@
 """Reproduce the seed reports: our mean ± std over seeds next to each reported number.
 
-    python -m cifar_jax.reproduce --workdir=runs/reproduce                 # every result
-    python -m cifar_jax.reproduce --workdir=runs/reproduce \\
+    python -m cifar_jax reproduce --workdir=runs/reproduce                 # every result
+    python -m cifar_jax reproduce --workdir=runs/reproduce \\
         --results=000_lenet,001_cnn_baseline --seeds=3
-    python -m cifar_jax.reproduce --list                      # the results and their commands
-    python -m cifar_jax.reproduce --workdir=runs/reproduce --estimate   # time the rest
+    python -m cifar_jax reproduce --list                      # the results and their commands
+    python -m cifar_jax reproduce --workdir=runs/reproduce --estimate   # time the rest
 
 Each result of ``../shared/REPRODUCTION.md``'s table that the package has a recipe for is
 one :class:`SeedResult` below: a config file (or a variant of a sweep config) trained
@@ -34,7 +34,6 @@ import datetime
 import json
 import os
 import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -198,7 +197,7 @@ def select(ids: str) -> list[SeedResult]:
         if not matches:
             raise ConfigError(
                 f"unknown result {token!r}; the results are: {', '.join(BY_ID)} (or a report "
-                "number such as 000). `python -m cifar_jax.reproduce --list` lists them."
+                "number such as 000). `python -m cifar_jax reproduce --list` lists them."
             )
         chosen += [m for m in matches if m not in chosen]
     return chosen
@@ -572,7 +571,7 @@ def summary_rows(
         ]
         config, scaled = mine[0].config, mine[0].scaled
         command = (
-            f"python -m cifar_jax.reproduce --workdir={shlex.quote(workdir)} "
+            f"python -m cifar_jax reproduce --workdir={shlex.quote(workdir)} "
             f"--results={result.id} --seeds={seeds}"
         )
         if scaled:
@@ -839,8 +838,3 @@ def _run_and_summarize(runs: list[Run], workdir: str) -> None:
 
 def run() -> None:
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

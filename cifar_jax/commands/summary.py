@@ -1,6 +1,6 @@
 """Per-layer parameter table of a config's model, without loading any data.
 
-    python -m cifar_jax.summary --config=configs/lenet.py [--config.widths='(64,128)']
+    python -m cifar_jax summary --config=configs/lenet.py [--config.widths='(64,128)']
 
 The model is initialised abstractly (``jax.eval_shape``) on one 32x32x3 image, so even
 the 18.6M-parameter DeepNet summarises in about a second. The last line is always
@@ -217,7 +217,3 @@ def run() -> None:
     except OSError as e:  # ml_collections reports an unreadable config file this way
         print(f"error: {e}\nFix: pass --config=configs/<model>.py", file=sys.stderr)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    run()

@@ -1,7 +1,7 @@
 """Ablation sweeps: every variant x seed of a table, resumable, summarized as mean ± std.
 
-    python -m cifar_jax.sweep --config=configs/sweeps/activations.py --workdir=runs/act
-    python -m cifar_jax.sweep --config=configs/sweeps/activations.py --workdir=runs/act_small \\
+    python -m cifar_jax sweep --config=configs/sweeps/activations.py --workdir=runs/act
+    python -m cifar_jax sweep --config=configs/sweeps/activations.py --workdir=runs/act_small \\
         --config.budget=0.05 --config.data_fraction=0.2 --config.seeds='(0,)'
 
 A sweep config (``configs/sweeps/<name>.py``) returns a ConfigDict with the base config
@@ -352,7 +352,7 @@ def run_sweep(
             raise ConfigError(
                 "parallel_trials > 1 starts each trial as the sweep's own command with "
                 "--trial=K, so run_sweep needs that command line: pass argv=sys.argv (as "
-                "python -m cifar_jax.sweep does), or set parallel_trials=1."
+                "python -m cifar_jax sweep does), or set parallel_trials=1."
             )
         # No JAX in this process until the summary: it would take a GPU's memory.
         with workdir_lib.WorkdirLock(workdir, what="sweep") as lock:
@@ -441,7 +441,7 @@ def run_parallel(
     argv: list[str],
 ) -> dict[str, list[dict]]:
     """Trains the unfinished trials of ``plan``, up to ``n`` at once, each as
-    ``python -m cifar_jax.sweep <argv> --trial=K`` (its output in ``<run dir>/trial.log``),
+    ``python -m cifar_jax sweep <argv> --trial=K`` (its output in ``<run dir>/trial.log``),
     and returns every trial's outcome, as the sequential path does.
 
     SIGTERM / SIGINT: the running trials are sent SIGTERM (each saves a checkpoint, as a
@@ -511,7 +511,7 @@ def _start_trial(
     variant, seed, _ = plan[k]
     directory = run_dir(workdir, variant, seed)
     os.makedirs(directory, exist_ok=True)
-    cmd = [sys.executable, "-m", "cifar_jax.sweep", *trial_args(argv, k)]
+    cmd = [sys.executable, "-m", "cifar_jax", "sweep", *trial_args(argv, k)]
     log = open(os.path.join(directory, TRIAL_LOG), "a", encoding="utf-8")  # noqa: SIM115
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     log.write(f"===== {stamp}: {shlex.join(cmd)}\n")
@@ -568,7 +568,7 @@ def collect(directory: str) -> dict[str, Any]:
 def trial_commands(sweep: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
     """One command per trial: this command line with ``--list`` replaced by ``--trial=K``."""
     return [
-        shlex.join(["python", "-m", "cifar_jax.sweep", *trial_args(argv, k)])
+        shlex.join(["python", "-m", "cifar_jax", "sweep", *trial_args(argv, k)])
         for k in range(len(plan_runs(sweep)))
     ]
 
@@ -614,8 +614,3 @@ def run() -> None:
 
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-    run()
-    sys.exit(0)

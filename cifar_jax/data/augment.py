@@ -135,7 +135,7 @@ def take_pixels(images: np.ndarray, flat: np.ndarray, fill=None) -> np.ndarray:
 
     Each pixel's channels are gathered as one opaque item, which is faster than indexing
     with (image, row, col) arrays, whose inner loops run over 3 channels. Crop and
-    rotation use it: cnn_bn_dropout's pipeline (``python -m cifar_jax.bench``, pipeline
+    rotation use it: cnn_bn_dropout's pipeline (``python -m cifar_jax bench``, pipeline
     column, b512) went from 37k to 49-53k img/s.
     """
     c = images.shape[-1]

@@ -370,7 +370,7 @@ def batch_norm_train(
     gradient's math in float32) this uses the textbook gradient ``dx = scale*rstd/m *
     (m*dy - sum(dy) - xhat*sum(dy*xhat))``: two reductions and one elementwise pass, with
     per-channel coefficients so no ``xhat`` array is kept. float32 whole train steps
-    0.99-1.08x, mostly +4% (``python -m cifar_jax.bench_levers --lever=fast_bn``,
+    0.99-1.08x, mostly +4% (``python -m cifar_jax bench_levers --lever=fast_bn``,
     docs/performance.md); bfloat16: docs/fast.md. Equal to the autodiff gradient within
     float rounding (tests/test_fast_bn.py). GPU/TPU programs are unchanged.
     """

@@ -2,7 +2,7 @@
 
 Each field of :class:`Levers` turns one CPU formulation on (the default, what training
 runs) or off (the plain XLA form it replaces), so a benchmark can A/B one lever on the
-real train step (``python -m cifar_jax.bench_levers``, docs/performance.md) and a test
+real train step (``python -m cifar_jax bench_levers``, docs/performance.md) and a test
 can compare the programs, without patching module attributes. They only choose how a
 value is computed: every lever gives the same values up to float rounding (most of them
 bit-identical), and none acts in a GPU/TPU program.

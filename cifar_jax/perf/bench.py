@@ -1,8 +1,8 @@
 """Benchmark: the package's real train / eval steps next to PyTorch eager, same machine.
 
-    python -m cifar_jax.bench                                  # every configs/*.py, b128 + b512
-    python -m cifar_jax.bench --models=lenet,resnet --batch_sizes=128,512 --out=bench_out
-    python -m cifar_jax.bench --models=resnet_small --override=half_precision=true  # bf16
+    python -m cifar_jax bench                                  # every configs/*.py, b128 + b512
+    python -m cifar_jax bench --models=lenet,resnet --batch_sizes=128,512 --out=bench_out
+    python -m cifar_jax bench --models=resnet_small --override=half_precision=true  # bf16
 
 On the CPU both sides share the cores; where JAX's backend is a GPU and torch sees CUDA,
 the torch twin runs on that GPU too. ``--override=field=value`` (repeatable) sets a config
@@ -495,7 +495,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m cifar_jax.bench", description=__doc__.split("\n")[0]
+        prog="python -m cifar_jax bench", description=__doc__.split("\n")[0]
     )
     p.add_argument("--models", default="", help="comma-separated config ids (default: all)")
     p.add_argument("--batch_sizes", default="128,512")
@@ -632,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     given = sys.argv[1:] if argv is None else argv
-    command = "python -m cifar_jax.bench " + " ".join(shlex.quote(a) for a in given)
+    command = "python -m cifar_jax bench " + " ".join(shlex.quote(a) for a in given)
     started = time.time()
     report: dict[str, Any] = {
         "command": command.strip(),
@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     passthrough += ["--no_torch"] if args.no_torch else []
     passthrough += ["--default_malloc"] if args.default_malloc else []
     for name in names:
-        cmd = [sys.executable, "-m", "cifar_jax.bench", "--worker", f"--models={name}"]
+        cmd = [sys.executable, "-m", "cifar_jax", "bench", "--worker", f"--models={name}"]
         cmd += passthrough
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
         if proc.returncode:
@@ -679,5 +679,6 @@ def write_markdown(report: dict[str, Any], out: str) -> None:
     print(table)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """``python -m cifar_jax bench`` (cifar_jax/__main__.py)."""
     sys.exit(main())

@@ -1,7 +1,7 @@
 """A/B of one CPU speed lever: the real train step with the lever on vs off, in one process.
 
-    python -m cifar_jax.bench_levers --lever=materialize --models=resnet_small,deepnet
-    python -m cifar_jax.bench_levers --lever=pool_broadcast --models=c100_bn --batch_sizes=128,512
+    python -m cifar_jax bench_levers --lever=materialize --models=resnet_small,deepnet
+    python -m cifar_jax bench_levers --lever=pool_broadcast --models=c100_bn --batch_sizes=128,512
 
 The levers are the declared switches of :mod:`cifar_jax.kernels.levers`. Both variants are
 compiled from the same config, the "off" one traced under ``levers.switched(lever=False)``,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 
@@ -78,7 +79,7 @@ def ab_lever(config, lever: str, batch_size: int, *, rounds: int, seconds: float
 def main(argv: list[str] | None = None) -> int:
     from cifar_jax.perf import bench  # its --override and model grid
 
-    p = argparse.ArgumentParser(prog="python -m cifar_jax.bench_levers", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cifar_jax bench_levers", description=__doc__)
     p.add_argument("--lever", required=True, choices=LEVERS)
     p.add_argument("--models", required=True, help="comma-separated config ids")
     p.add_argument("--batch_sizes", default="128")
@@ -114,5 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run() -> None:
+    """``python -m cifar_jax bench_levers`` (cifar_jax/__main__.py)."""
+    sys.exit(main())

@@ -1,10 +1,10 @@
 """Below the whole-step benchmark: single convolutions, and where a train step's time goes.
 
-    python -m cifar_jax.bench_ops convs --out=ops_out          # XLA vs oneDNN vs torch
-    python -m cifar_jax.bench_ops convs --shapes=airbench94 --dtype=bfloat16 --out=ops_out
-    python -m cifar_jax.bench_ops profile --models=airbench94 --batch_sizes=1024 \
+    python -m cifar_jax bench_ops convs --out=ops_out          # XLA vs oneDNN vs torch
+    python -m cifar_jax bench_ops convs --shapes=airbench94 --dtype=bfloat16 --out=ops_out
+    python -m cifar_jax bench_ops profile --models=airbench94 --batch_sizes=1024 \
         --override half_precision=true --override cpu_bf16_kernel_grads=true --out=ops_out
-    python -m cifar_jax.bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
+    python -m cifar_jax bench_ops profile --models=c100_bn --batch_sizes=128 --out=ops_out
 
 ``convs`` times each conv shape of ``CONV_SHAPES`` (the seed models' convs at batch 128 /
 512; ``--shapes=airbench94``: airbench94's at 1024) on the CPU (also on a GPU host), in
@@ -36,6 +36,7 @@ import json
 import os
 import re
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -315,7 +316,7 @@ def profile_torch_step(config, side, batch: dict, steps: int, step: str) -> dict
 def main(argv: list[str] | None = None) -> int:
     from cifar_jax.perf import bench  # its --override and model grid
 
-    p = argparse.ArgumentParser(prog="python -m cifar_jax.bench_ops", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m cifar_jax bench_ops", description=__doc__)
     p.add_argument("what", choices=("convs", "profile"))
     p.add_argument("--models", default="c100_bn", help="profile: comma-separated config ids")
     p.add_argument("--batch_sizes", default="128", help="profile: comma-separated")
@@ -368,5 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def run() -> None:
+    """``python -m cifar_jax bench_ops`` (cifar_jax/__main__.py)."""
+    sys.exit(main())

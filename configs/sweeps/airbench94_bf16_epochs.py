@@ -11,7 +11,7 @@ length (the linear schedule, the lookahead decay) scales with it, and the whiten
 still trains 3 epochs. It trades ~21% more training for margin over 94%: the recipe as
 written averages ~94.0%, so 5 of its seeds land either side of it.
 
-    python -m cifar_jax.sweep --config=configs/sweeps/airbench94_bf16_epochs.py \\
+    python -m cifar_jax sweep --config=configs/sweeps/airbench94_bf16_epochs.py \\
         --workdir=runs/airbench94_bf16 [--config.seeds='(0,)'] [--trial=K]
 """
 

@@ -11,7 +11,7 @@ decay to 0 spans the longer run, and the whitening bias still trains its first 3
 (75 steps). 11 epochs took about as long as airbench94's 12 (~11.5 min), so 10 is the
 one that can be faster.
 
-    python -m cifar_jax.sweep --config=configs/sweeps/airbench94_muon_epochs.py \\
+    python -m cifar_jax sweep --config=configs/sweeps/airbench94_muon_epochs.py \\
         --workdir=runs/airbench94_muon_epochs [--config.seeds='(0,)'] [--trial=K]
 """
 

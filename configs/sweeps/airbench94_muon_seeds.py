@@ -6,7 +6,7 @@ airbench itself runs in float16 on its GPU) and --config.cpu_bf16_kernel_grads=t
 kernel gradients from the bf16 activations too: ~1.2x the step on an AMX CPU given to the
 run, slower on cores shared with another busy process; cifar_jax/kernels/onednn.py).
 
-    python -m cifar_jax.sweep --config=configs/sweeps/airbench94_muon_seeds.py \\
+    python -m cifar_jax sweep --config=configs/sweeps/airbench94_muon_seeds.py \\
         --workdir=runs/airbench94_muon [--config.seeds='(0,)'] [--trial=K]
 """
 

@@ -5,7 +5,7 @@ AVX512_BF16; airbench itself runs in float16 on its GPU) and
 --config.cpu_bf16_kernel_grads=true (the kernel gradients from the bf16 activations too:
 faster on an AMX CPU given to the run, slower on cores shared with another busy process).
 
-    python -m cifar_jax.sweep --config=configs/sweeps/airbench94_seeds.py \\
+    python -m cifar_jax sweep --config=configs/sweeps/airbench94_seeds.py \\
         --workdir=runs/airbench94 [--config.seeds='(0,)'] [--trial=K]
 """
 

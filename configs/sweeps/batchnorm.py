@@ -1,6 +1,6 @@
 """Report 001, section 10: VGG-A with and without BatchNorm, 25 epochs (84.89 vs 83.26).
 
-The loss-landscape side of that section is `python -m cifar_jax.analyze batchnorm`.
+The loss-landscape side of that section is `python -m cifar_jax analyze batchnorm`.
 """
 
 from cifar_jax.commands.sweep import sweep_config
