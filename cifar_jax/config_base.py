@@ -322,6 +322,11 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+    """The batch size of the eval passes: ``eval_batch_size``, or ``batch_size`` when 0."""
+    return int(config.eval_batch_size or config.batch_size)
+
+
 def choices() -> dict[str, tuple[str, ...]]:
     """The allowed values of each enumerated field, read from the module whose dispatch
     uses them, so a new option is written in one place.
@@ -363,8 +368,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     entry point (cli.prepare, sweep and reproduce variants, bench overrides,
     train.train_and_evaluate) calls it, and the modules that use the fields trust it.
 
-    Raises ConfigError naming the field, the bad value and what to use instead.
+    Raises ConfigError naming the field, the bad value and what to use instead. A config
+    already validated with these exact values (the command line's check, then
+    train_and_evaluate's for Python callers) is not checked again: one check per run.
     """
+    key = config.to_json_best_effort(sort_keys=True)
+    if key in _VALIDATED:
+        return
+    _validate(config)
+    _VALIDATED.add(key)
+
+
+# The configs (as sorted JSON) that passed validate_config in this process.
+_VALIDATED: set[str] = set()
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
     from cifar_jax.errors import ConfigError
 
     reference = base_config()

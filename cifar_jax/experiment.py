@@ -24,9 +24,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from cifar_jax import data, models, optim, parallel, steps, tta
+from cifar_jax import config_base, data, models, optim, parallel, steps, tta
 from cifar_jax.data import pipeline
 from cifar_jax.errors import ConfigError
 
@@ -59,7 +58,7 @@ class Experiment:
 
     @property
     def eval_batch_size(self) -> int:
-        return int(self.config.eval_batch_size or self.config.batch_size)
+        return config_base.eval_batch_size(self.config)
 
     def trainable_params(self) -> int:
         return models.count_trainable_params(self.state.params)
@@ -192,7 +191,7 @@ def _assemble(
     learning_rate_in_state: bool,
 ) -> Experiment:
     mesh = mesh or parallel.create_mesh()
-    replicated = NamedSharding(mesh, P())
+    replicated = parallel.replicated(mesh)
     model = models.build_model(config, num_classes)
     schedule, tx = build_optimizer(
         config, steps_per_epoch, total_steps, learning_rate_in_state=learning_rate_in_state
@@ -215,7 +214,7 @@ def _assemble(
         eval_step=eval_step,
         mesh=mesh,
         replicated=replicated,
-        batch_sharding=NamedSharding(mesh, P("data")),
+        batch_sharding=parallel.batch_sharded(mesh),
     )
 
 
@@ -229,19 +228,26 @@ def build(
     mesh: Mesh | None = None,
     total_steps: int | None = None,
     learning_rate_in_state: bool = False,
+    on_data: Callable[[data.CifarData, int, int], None] | None = None,
 ) -> Experiment:
-    """The run of ``config``: its data (``dataset``, else loaded), normalization, model,
-    schedule, optimizer, initial state (seeded by config.seed) and jitted steps.
+    """The run of ``config``, set up in this order, each part checked before the next is
+    built: the mesh and the batch sizes it must split, the data (``dataset``, else
+    loaded), the run length, normalization, model, schedule, optimizer, initial state
+    (seeded by config.seed) and jitted steps.
 
     ``total_steps`` replaces the config's budget; ``learning_rate_in_state``: see
-    :func:`build_optimizer`.
+    :func:`build_optimizer`; ``on_data(dataset, steps_per_epoch, total_steps)`` is called
+    once the data and the run length are known, before anything is built from them (the
+    trainer times the data phase, logs it and checks its schedule there).
     """
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
+    parallel.check_batch_size(config_base.eval_batch_size(config), mesh, "eval_batch_size")
     dataset = data.load_dataset(config) if dataset is None else dataset
-    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
     steps_per_epoch, total = run_length(config, len(dataset.train), total_steps)
+    if on_data is not None:
+        on_data(dataset, steps_per_epoch, total)
+    mean, std = pipeline.normalization_stats(config, dataset.mean, dataset.std)
 
     def make_state(model, tx, replicated):
         return steps.create_train_state(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import lowering, onednn
@@ -21,6 +22,16 @@ def create_mesh(devices: list | None = None) -> Mesh:
     """A 1-D ``data`` mesh over every device of every process."""
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of what every device holds whole (the train state, metrics)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """The sharding of a global batch: split along its first axis over the ``data`` axis."""
+    return NamedSharding(mesh, P("data"))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:

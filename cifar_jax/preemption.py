@@ -57,9 +57,11 @@ class StopRequest:
             from jax.sharding import NamedSharding
             from jax.sharding import PartitionSpec as P
 
+            from cifar_jax import parallel
+
             self._flags_sharding = NamedSharding(mesh, P(mesh.axis_names))
             self._agree = jax.jit(
-                lambda flags: jnp.max(flags, axis=0), out_shardings=NamedSharding(mesh, P())
+                lambda flags: jnp.max(flags, axis=0), out_shardings=parallel.replicated(mesh)
             )
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -238,7 +238,7 @@ class LoadedRun:
 
     @property
     def eval_batch_size(self) -> int:
-        return int(self.config.eval_batch_size or self.config.batch_size)
+        return config_base.eval_batch_size(self.config)
 
     @property
     def trainable_params(self) -> int:

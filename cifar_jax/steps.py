@@ -19,9 +19,8 @@ import numpy as np
 import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from cifar_jax import data, losses, metrics, tracking
+from cifar_jax import data, losses, metrics, parallel, tracking
 from cifar_jax.data import augment, pipeline
 from cifar_jax.parallel import to_global, traced_on
 
@@ -198,28 +197,22 @@ def config_objective(
 
 
 def make_train_step(
-    model: nn.Module,
+    objective: Objective,
     tx: optax.GradientTransformation,
-    mean: np.ndarray,
-    std: np.ndarray,
-    label_smoothing: float = 0.0,
     skip_nonfinite: bool = False,
     *,
-    loss: losses.Loss | None = None,
-    mix: augment.MixConfig | None = None,
     lookahead: Lookahead | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, metrics.TrainMetrics]]:
     """One optimizer step on a global batch of uint8 images (normalized here, on device).
 
-    ``loss`` is the training objective (default: cross-entropy with ``label_smoothing``);
-    ``mix`` mixes the normalized batch (mixup / cutmix) with soft targets, drawn from the
-    step's key. The train metrics' accuracy counts each image's own label.
+    ``objective`` is what the step minimizes (:class:`Objective`: the model, the
+    normalization, the loss, mixup / cutmix with soft targets drawn from the step's key).
+    The train metrics' accuracy counts each image's own label.
 
     With ``skip_nonfinite`` a step whose loss, gradients or updated parameters are NaN/Inf
     leaves params, statistics and optimizer state unchanged (only the step counter
     advances). ``lookahead`` averages the weights (:class:`Lookahead`), after that check.
     """
-    objective = Objective(model, mean, std, loss or losses.cross_entropy_loss(label_smoothing), mix)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, metrics.TrainMetrics]:
         images, lam, dropout_key = objective.inputs(state, batch)
@@ -285,17 +278,12 @@ def jit_steps(
     The one place the run's steps are built, so ``python -m cifar_jax bench`` times exactly
     what :func:`train_and_evaluate` runs. The train state (argument 0) is donated.
     """
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    objective = config_objective(config, model, mean, std)
+    replicated = parallel.replicated(mesh)
+    batch_sharding = parallel.batch_sharded(mesh)
     train_step = make_train_step(
-        model,
+        config_objective(config, model, mean, std),
         tx,
-        mean,
-        std,
         skip_nonfinite=config.nonfinite_loss == "skip",
-        loss=objective.loss,
-        mix=objective.mix,
         lookahead=Lookahead.from_config(config, total_steps),
     )
     train_step = jax.jit(

@@ -29,6 +29,7 @@ from cifar_jax import (
     experiment,
     holds,
     inference,
+    kernels,
     metrics,
     optim,
     preemption,
@@ -37,8 +38,7 @@ from cifar_jax import (
 )
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.errors import TrainingError
-from cifar_jax.kernels import onednn
-from cifar_jax.parallel import check_batch_size, create_mesh, to_global
+from cifar_jax.parallel import to_global
 from cifar_jax.steps import TrainState, all_finite, state_sha256
 
 # ------------------------------------------------------------------------------ logging
@@ -94,10 +94,7 @@ def _truncate_metrics_log(workdir: str, step: int) -> None:
     with open(path, encoding="utf-8") as f:
         lines = f.readlines()
     kept = [line for line in lines if json.loads(line).get("step", -1) <= step]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    workdir_lib.write_bytes_atomic(path, "".join(kept).encode("utf-8"))
 
 
 class LossMonitor:
@@ -379,36 +376,34 @@ def _train_and_evaluate(
     is_main = jax.process_index() == 0
     clock = PhaseClock()  # where the process's time goes, for results.json
     runtime.git_commit()  # the code this process loaded, read now (cached for results.json)
-    mesh = create_mesh()
-    check_batch_size(config.batch_size, mesh)
-    check_batch_size(config.eval_batch_size or config.batch_size, mesh, "eval_batch_size")
 
-    # Data, checked against the config before anything is built from it.
-    dataset = data.load_dataset(config)
-    clock.end("data_seconds")
-    steps_per_epoch, total_steps = experiment.run_length(config, len(dataset.train))
-    if dataset.val is not None:
-        tracking.check_schedule(config, steps_per_epoch, total_steps)
-    _console(
-        f"Data: {dataset.source}: {len(dataset.train)} train, "
-        f"{len(dataset.val) if dataset.val is not None else 0} val, {len(dataset.test)} test, "
-        f"{dataset.num_classes} classes. {jax.device_count()} device(s) "
-        f"({jax.devices()[0].platform}), {jax.process_count()} process(es)."
-    )
+    def data_loaded(dataset: data.CifarData, steps_per_epoch: int, total_steps: int) -> None:
+        clock.end("data_seconds")
+        if dataset.val is not None:  # checked against the data before anything is built
+            tracking.check_schedule(config, steps_per_epoch, total_steps)
+        _console(
+            f"Data: {dataset.source}: {len(dataset.train)} train, "
+            f"{len(dataset.val) if dataset.val is not None else 0} val, "
+            f"{len(dataset.test)} test, {dataset.num_classes} classes. "
+            f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), "
+            f"{jax.process_count()} process(es)."
+        )
 
-    # Normalization, model, schedule, optimizer, state and jitted steps: experiment.build.
-    exp = experiment.build(config, dataset=dataset, mesh=mesh)
-    state = exp.state
+    # The run, set up in one place: mesh and batch checks, data, run length, normalization,
+    # model, schedule, optimizer, state and jitted steps (experiment.build).
+    exp = experiment.build(config, on_data=data_loaded)
+    dataset, mesh, state = exp.dataset, exp.mesh, exp.state
+    steps_per_epoch, total_steps = exp.steps_per_epoch, exp.total_steps
     trainable_params = exp.trainable_params()
     _console(
         f"Model: {config.model}, {trainable_params:,} trainable params; convolutions: "
-        f"{onednn.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
+        f"{kernels.conv_backend()}; host memory: {runtime.host_allocator()}; process: "
         f"{runtime.process_setup()}."
     )
     # What runs the bf16 convs (logged, and recorded in results.json); on a CPU without
     # bf16 it says "SLOWER".
     precision_note = (
-        onednn.half_precision_note(config.cpu_bf16_kernel_grads)[0]
+        kernels.half_precision_note(config.cpu_bf16_kernel_grads)[0]
         if config.half_precision
         else None
     )
@@ -621,7 +616,7 @@ def _train_and_evaluate(
         # What made this number: device, CPU model and ISA, code version.
         "device_kind": jax.devices()[0].device_kind,
         "cpu": runtime.cpu_description(),
-        "convolutions": onednn.conv_backend(),
+        "convolutions": kernels.conv_backend(),
         "half_precision": precision_note,
         "commit": runtime.git_commit(),
         "dataset_source": dataset.source,

@@ -296,7 +296,7 @@ def reproduction_rows() -> list[dict[str, Any]]:
     are read and checked against each recipe, as `reproduce --summarize` does)."""
     if _REPRO_CACHE:
         return _REPRO_CACHE
-    from cifar_jax.commands import reproduce
+    from cifar_jax.studies import reproduction as reproduce
 
     run_records(REPRO_RUNS)  # checks every record
     run_records(REPRO_FIRST20)
@@ -319,7 +319,7 @@ def reproduction_rows() -> list[dict[str, Any]]:
 
 
 def table_reproduction() -> str:
-    from cifar_jax.commands import reproduce
+    from cifar_jax.studies import reproduction as reproduce
 
     rows = reproduction_rows()
     done = [r for r in rows if r["runs"]]
@@ -343,7 +343,7 @@ def table_reproduction() -> str:
 
 
 def table_reproduction_mini() -> str:
-    from cifar_jax.commands import reproduce
+    from cifar_jax.studies import reproduction as reproduce
 
     summary = load_json(REPRO_MINI)
     rows = summary["rows"]
@@ -404,7 +404,7 @@ def table_report003_readings() -> str:
     recipe), the model of the last epoch trained (`evaluate --checkpoint=latest`), and
     the first epoch at which our validation accuracy / loss reach the report's test
     accuracy / loss."""
-    from cifar_jax.commands import reproduce
+    from cifar_jax.studies import reproduction as reproduce
 
     reported = {r.id: r.reported for r in reproduce.RESULTS}
     records = run_records(REPRO_FIRST20)

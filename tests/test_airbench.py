@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cifar_jax import config_base, losses, models, optim, parallel, runs, steps, train
-from cifar_jax.commands.sweep import load_config_file
+from cifar_jax.config_base import load_config_file
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench, layers
 

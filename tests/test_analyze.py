@@ -1,4 +1,4 @@
-"""Loss landscape and BatchNorm study (cifar_jax.commands.analyze) at a tiny budget."""
+"""Loss landscape and BatchNorm study (cifar_jax.studies.analysis) at a tiny budget."""
 
 import importlib.util
 import json
@@ -10,7 +10,7 @@ import pytest
 from tiny_runs import REPO, run_command, trained
 
 from cifar_jax import classification, runs
-from cifar_jax.commands import analyze
+from cifar_jax.studies import analysis as analyze
 
 
 def _config(name, **overrides):

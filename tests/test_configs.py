@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from cifar_jax import config_base, recipes
-from cifar_jax.commands import sweep
+from cifar_jax.errors import ConfigError
+from cifar_jax.studies import sweep
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
@@ -109,3 +110,22 @@ def test_bad_config_stops_before_any_data_is_read(tmp_path):
     with pytest.raises(ConfigError, match="val_examples=50000 leaves no training data"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # nor was the workdir made
+
+
+def test_a_run_is_validated_once_and_a_changed_config_again(monkeypatch):
+    """cli.prepare and train_and_evaluate both call validate_config; the checks run once
+    for the same values (bug caught: the work done twice per run), and again as soon as a
+    value changes (bug caught: a memo keyed on the object, so an edited config passes
+    unchecked)."""
+    calls = []
+    real = config_base._validate
+    monkeypatch.setattr(config_base, "_validate", lambda c: calls.append(1) or real(c))
+    monkeypatch.setattr(config_base, "_VALIDATED", set())
+    config = sweep.load_config_file("configs/lenet.py")
+    config_base.validate_config(config)
+    config_base.validate_config(config)
+    assert len(calls) == 1
+    config.optimizer = "no_such_optimizer"
+    with pytest.raises(ConfigError, match="no_such_optimizer"):
+        config_base.validate_config(config)
+    assert len(calls) == 2

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tiny_runs import run_command, trained
 
+from cifar_jax import evaluation as evaluate
 from cifar_jax import runs, tta
-from cifar_jax.commands import evaluate
 from cifar_jax.data import ArraySplit
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
 

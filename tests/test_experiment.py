@@ -7,7 +7,7 @@ from jax.sharding import PartitionSpec as P
 from test_train import tiny_config
 
 from cifar_jax import config_base, experiment, models, steps, train
-from cifar_jax.commands import summary
+from cifar_jax import model_summary as summary
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench
 

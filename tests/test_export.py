@@ -23,7 +23,7 @@ import pytest
 from tiny_runs import run_command, trained_real
 
 from cifar_jax import inference, runs
-from cifar_jax.commands import summary
+from cifar_jax import model_summary as summary
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
 from cifar_jax.kernels import onednn
 

@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 from test_lowering import REPO, load
 
 from cifar_jax import config_base, models, optim, parallel, steps, train
-from cifar_jax.commands import summary
+from cifar_jax import model_summary as summary
 from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import fast_ops, onednn
 

@@ -1,7 +1,9 @@
 """The package's rooms keep their doors: the architecture (cifar_jax/models/) reaches the
-CPU kernels only through ``models/layers.py``, and training code (train.py, steps.py,
+CPU kernels only through ``models/layers.py``; training code (train.py, steps.py,
 models/) and the Python API (runs.py, inference.py) import nothing from the command-line
-or benchmark rooms (commands/, perf/)."""
+or benchmark rooms (commands/, perf/); and commands are leaves: no library module, no
+config and no other command imports a command (only the flag plumbing, commands/cli.py,
+is shared by the programs)."""
 
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def test_layers_is_the_models_door_to_the_kernels():
         ("cifar_jax.train", "from cifar_jax.perf.bench import JaxSide\n"),
         ("cifar_jax.steps", "from .commands import analyze\n"),
         ("cifar_jax.steps", "from cifar_jax import perf\n"),
-        ("cifar_jax.inference", "from cifar_jax.commands.summary import PLATFORMS\n"),
+        ("cifar_jax.inference", "from cifar_jax.commands.evaluate import SPLITS\n"),
     ],
 )
 def test_an_added_forbidden_import_is_caught(module, source):
@@ -135,6 +137,71 @@ def test_an_added_forbidden_import_is_caught(module, source):
 )
 def test_allowed_imports_pass(module, source):
     assert violations({module: source}, RULES) == []
+
+
+# Who may import from cifar_jax/commands/: the programs themselves (each command, the
+# training program cifar_jax/main.py), and only the shared flag plumbing, commands/cli.py.
+_PROGRAMS = ("cifar_jax.commands", "cifar_jax.main")
+_SHARED = ("cifar_jax.commands", "cifar_jax.commands.cli")
+
+
+def command_imports(files: dict[str, str]) -> list[str]:
+    """``module imports name`` for every import of a command (anything under commands/ but
+    cli) and every import of commands/ from outside the programs."""
+    bad = []
+    for module, source in sorted(files.items()):
+        for name in sorted(imported_modules(source, module)):
+            if not _in(name, "cifar_jax.commands"):
+                continue
+            program = any(_in(module, p) for p in _PROGRAMS)
+            if not program or name not in _SHARED:
+                bad.append(f"{module} imports {name}")
+    return bad
+
+
+def _config_files() -> dict[str, str]:
+    configs = PACKAGE.parent / "configs"
+    return {
+        ".".join(p.relative_to(configs.parent).with_suffix("").parts): p.read_text()
+        for p in configs.rglob("*.py")
+    }
+
+
+def test_no_command_is_imported():
+    """A command is flags and one library call; what two programs share (the sweep runner,
+    evaluation, the model summary) is a library module. Sweep configs import the library."""
+    bad = command_imports({**_package_files(), **_config_files()})
+    assert not bad, (
+        "a command is imported: " + "; ".join(bad) + ". Fix: move what is shared into a "
+        "library module (cifar_jax/studies/, cifar_jax/evaluation.py, ...) and import that."
+    )
+
+
+@pytest.mark.parametrize(
+    "module,source",
+    [
+        ("cifar_jax.commands.report", "from cifar_jax.commands import evaluate\n"),
+        ("cifar_jax.commands.compare", "def f():\n    from cifar_jax.commands import summary\n"),
+        ("cifar_jax.studies.reproduction", "from cifar_jax.commands import cli\n"),
+        ("configs.sweeps.losses", "from cifar_jax.commands.sweep import sweep_config\n"),
+        ("cifar_jax.evaluation", "import cifar_jax.commands.evaluate\n"),
+    ],
+)
+def test_an_imported_command_is_caught(module, source):
+    assert command_imports({module: source}) != []
+
+
+@pytest.mark.parametrize(
+    "module,source",
+    [
+        ("cifar_jax.commands.sweep", "from cifar_jax.commands import cli\n"),
+        ("cifar_jax.main", "from cifar_jax.commands import cli\n"),
+        ("cifar_jax.commands.report", "from cifar_jax import evaluation, model_summary\n"),
+        ("configs.sweeps.losses", "from cifar_jax.studies.sweep import sweep_config\n"),
+    ],
+)
+def test_shared_plumbing_and_libraries_pass(module, source):
+    assert command_imports({module: source}) == []
 
 
 def unwrapped_model_jits(source: str) -> list[str]:

@@ -108,7 +108,7 @@ def test_l2_penalty_reaches_the_gradient_of_the_train_step():
     }
 
     def params_after_one_step(loss):
-        step = jax.jit(steps.make_train_step(model, tx, mean, std, loss=loss))
+        step = jax.jit(steps.make_train_step(steps.Objective(model, mean, std, loss), tx))
         return jax.tree.map(np.asarray, step(state, batch)[0].params)
 
     lam = 0.05

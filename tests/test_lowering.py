@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax.commands import summary
+from cifar_jax import model_summary as summary
 from cifar_jax.kernels import onednn
 
 # Lowering for CUDA and the CPU from either: these also run on a GPU host (gpu_check.sh).
@@ -53,7 +53,7 @@ def test_every_config_lowers_for_cuda_without_cpu_kernels_and_for_cpu_with_them(
 
 EIGHT_DEVICES = """
 import json
-from cifar_jax.commands import summary
+from cifar_jax import model_summary as summary
 from cifar_jax import parallel
 from cifar_jax.kernels import onednn
 from tests.test_lowering import load, REPO
@@ -86,7 +86,8 @@ def test_summary_lower_for_prints_the_line_and_rejects_unknown_platforms():
     cmd = [
         sys.executable,
         "-m",
-        "cifar_jax.commands.summary",
+        "cifar_jax",
+        "summary",
         f"--config={REPO / 'configs/lenet.py'}",
     ]
     out = subprocess.run([*cmd, "--lower_for=cuda"], capture_output=True, text=True, timeout=300)

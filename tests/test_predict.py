@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 from tiny_runs import run_command, trained
 
+from cifar_jax import evaluation as evaluate
 from cifar_jax import runs
-from cifar_jax.commands import evaluate, predict
+from cifar_jax.commands import predict
 from cifar_jax.errors import CifarJaxError
 
 

@@ -18,8 +18,8 @@ from PIL import Image
 from tiny_runs import REPO, link_cifar10, run_command, trained_real
 
 import cifar_jax
+from cifar_jax import evaluation as evaluate
 from cifar_jax import inference, runs
-from cifar_jax.commands import evaluate
 from cifar_jax.data import pipeline
 from cifar_jax.errors import CifarJaxError, DataError
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from tiny_runs import run_command, trained
 
+from cifar_jax import comparison as compare
+from cifar_jax import reporting as report
 from cifar_jax import runs
-from cifar_jax.commands import compare, report
 from cifar_jax.errors import CifarJaxError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax.commands import reproduce
 from cifar_jax.errors import ConfigError
+from cifar_jax.studies import reproduction as reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--budget=0.02", "--data_fraction=0.02")

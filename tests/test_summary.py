@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cifar_jax import config_base
-from cifar_jax.commands.summary import num_classes_for, summarize, trainable_param_count
 from cifar_jax.errors import ConfigError
+from cifar_jax.model_summary import num_classes_for, summarize, trainable_param_count
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.py"))

@@ -15,12 +15,13 @@ import held
 import ml_collections
 import pytest
 
-from cifar_jax.commands import summary, sweep
+from cifar_jax import model_summary as summary
+from cifar_jax.studies import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_SWEEP = f'''
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

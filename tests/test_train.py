@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, models, optim, parallel, steps, train
+from cifar_jax import config_base, losses, models, optim, parallel, steps, train
 from cifar_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,9 @@ def _step_fn(config, mesh):
     state = steps.create_train_state(model, tx, config.seed, replicated)
     mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
     step = jax.jit(
-        steps.make_train_step(model, tx, mean, std),
+        steps.make_train_step(
+            steps.Objective(model, mean, std, losses.cross_entropy_loss(0.0)), tx
+        ),
         in_shardings=(replicated, NamedSharding(mesh, P("data"))),
         out_shardings=(replicated, replicated),
     )

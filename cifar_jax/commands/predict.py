@@ -6,7 +6,7 @@
 Any format and size Pillow reads: each image is converted to RGB (alpha dropped) and
 resized as a whole to 32x32 (bicubic, antialiased; the aspect ratio is not kept, crop
 the object first for best results); a 32x32 RGB image is used pixel for pixel. The
-images then go through exactly the evaluation path of ``cifar_jax.commands.evaluate`` (same
+images then go through exactly the evaluation path of ``cifar_jax.evaluation`` (same
 normalization, same jitted and sharded step), so a test image saved as PNG gets the
 probabilities ``evaluate`` computes for it. No data set is read: the class names and
 normalization come from the run's ``inference.json`` (runs made before it existed read

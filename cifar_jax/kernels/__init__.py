@@ -16,6 +16,8 @@ XLA:CPU computes it.
   (:mod:`cifar_jax.kernels.lowering`); :func:`batch_sharded_over`: the batch mesh the
   oneDNN convs run per shard of (:mod:`cifar_jax.kernels.onednn`).
 * :mod:`cifar_jax.kernels.levers`: the switches that turn each CPU form off at trace time.
+* :func:`conv_backend`, :func:`half_precision_note`: what runs this process's convs and
+  its bf16 compute, for the trainer's log and ``results.json``.
 """
 
 from cifar_jax.kernels import levers
@@ -28,15 +30,17 @@ from cifar_jax.kernels.fast_ops import (
     normalize,
 )
 from cifar_jax.kernels.lowering import cpu_kernels_on, platform_step
-from cifar_jax.kernels.onednn import batch_sharded_over
+from cifar_jax.kernels.onednn import batch_sharded_over, conv_backend, half_precision_note
 
 __all__ = [
     "batch_norm_train",
     "batch_sharded_over",
     "conv_general_dilated",
+    "conv_backend",
     "conv_input",
     "cpu_kernels_on",
     "gelu",
+    "half_precision_note",
     "levers",
     "max_pool2x2",
     "normalize",

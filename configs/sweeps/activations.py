@@ -5,7 +5,7 @@ prelu 85.04, elu 78.57. "Based on the previously optimized CNN model": the resid
 model of section 2 (configs/resnet_small.py), everything else fixed.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "mish", "prelu")
 

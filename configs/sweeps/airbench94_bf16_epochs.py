@@ -15,7 +15,7 @@ written averages ~94.0%, so 5 of its seeds land either side of it.
         --workdir=runs/airbench94_bf16 [--config.seeds='(0,)'] [--trial=K]
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 STEPS_PER_EPOCH = 50_000 // 1024  # 48
 STEPS_12_EPOCHS = 12 * STEPS_PER_EPOCH  # 576

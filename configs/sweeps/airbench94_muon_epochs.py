@@ -15,7 +15,7 @@ one that can be faster.
         --workdir=runs/airbench94_muon_epochs [--config.seeds='(0,)'] [--trial=K]
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 STEPS_PER_EPOCH = 50_000 // 2000  # 25
 BF16 = {"half_precision": True, "cpu_bf16_kernel_grads": True}

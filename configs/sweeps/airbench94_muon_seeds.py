@@ -10,7 +10,7 @@ run, slower on cores shared with another busy process; cifar_jax/kernels/onednn.
         --workdir=runs/airbench94_muon [--config.seeds='(0,)'] [--trial=K]
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

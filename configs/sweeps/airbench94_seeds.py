@@ -9,7 +9,7 @@ faster on an AMX CPU given to the run, slower on cores shared with another busy 
         --workdir=runs/airbench94 [--config.seeds='(0,)'] [--trial=K]
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """Augmentation on / off on the residual net of report 001 (section 2: crop + flip +
 AutoAugment "had limited effect"), plus random erasing (report 004's recipe)."""
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 NONE = {
     "random_crop_padding": 0,

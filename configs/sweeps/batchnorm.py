@@ -3,7 +3,7 @@
 The loss-landscape side of that section is `python -m cifar_jax analyze batchnorm`.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ Baseline 54.70, dropout 52.70, BN 59.15, both 56.25, both + augmentation 57.65 (
 advanced CNN 69.05). Each variant is its own seed config, as the report's models are.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ paper's default), smoothing 0.1 (the usual value) and an explicit L2 penalty of 
 (strong enough to explain the reported underfitting) are our choices.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Every CIFAR-10 model of the reports, each with its own report's recipe."""
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 MODELS = (
     "lenet",

@@ -5,7 +5,7 @@ Learning rates are not given: SGD 0.1 (the final recipe's), Adam/AdamW/RMSprop 1
 AdamW weight decay 0.01 (torch's default); warmup 1 epoch. Our choices.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 
 def get_config():

@@ -11,7 +11,7 @@ configs/basenet_residual.py:
 - ``epoch_cosine``: CosineAnnealingLR stepped once per epoch, as torch users write it.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 READINGS = {
     "no_flip": {"random_flip": False},

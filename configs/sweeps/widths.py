@@ -7,7 +7,7 @@ as in its other ablations). Reported: 85.83, 87.41, 89.84, 86.26, 88.43, 81.71, 
 87.70, 83.26, 86.31 in the order below.
 """
 
-from cifar_jax.commands.sweep import sweep_config
+from cifar_jax.studies.sweep import sweep_config
 
 VARIANTS = (
     (32, (32, 64, 128)),
