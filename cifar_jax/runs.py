@@ -35,7 +35,8 @@ from absl import logging
 
 from cifar_jax import checkpoint as ckpt
 from cifar_jax import config_base, inference, parallel, steps
-from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError, DataError
+from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
+from cifar_jax.inference.spec import load_data  # the data set, checked against the spec
 
 CHECKPOINT_NAMES = ("latest", "best")
 
@@ -324,22 +325,6 @@ def _structure_differences(on_disk: Any, expected: Any) -> list[str]:
     out += [f"{k} {want[k]}: not in the checkpoint" for k in want if k not in disk]
     out += [f"{k} {disk[k]}: not in the model" for k in disk if k not in want]
     return out
-
-
-def load_data(config: ml_collections.ConfigDict, spec: inference.InferenceSpec | None) -> Any:
-    """The data set of ``config`` (``data.load_dataset``), checked against the classes the
-    run was trained on (``spec``) when there is one."""
-    from cifar_jax import data
-
-    dataset = data.load_dataset(config)
-    if spec is not None and tuple(dataset.class_names) != spec.class_names:
-        raise DataError(
-            f"the data set read from {dataset.source} has the classes "
-            f"{list(dataset.class_names)}, but the run was trained on {list(spec.class_names)} "
-            f"({spec.dataset}, label_type={spec.label_type}, class_subset={spec.class_subset}). "
-            "Pass --data_dir (or data_dir=) pointing at the run's data set."
-        )
-    return dataset
 
 
 def load_run(

@@ -25,6 +25,7 @@ from tiny_runs import run_command, trained_real
 from cifar_jax import inference, runs
 from cifar_jax import model_summary as summary
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
+from cifar_jax.inference import export_check, exporting
 from cifar_jax.kernels import onednn
 
 pytestmark = pytest.mark.slow
@@ -37,7 +38,7 @@ def _need(fmt: str) -> None:
         for module in ("jax2onnx", "onnxruntime"):
             pytest.importorskip(module, reason="ONNX export needs the [export] extra")
         try:
-            inference._import_onnx()
+            exporting._import_onnx()
         except CifarJaxError as e:  # jax2onnx 0.13 on jax >= 0.11 (Python 3.12+)
             pytest.skip(str(e))
 
@@ -298,7 +299,7 @@ def test_the_check_runs_on_the_runs_test_images_or_the_shipped_ones(
     config.data_source = "synthetic"
     synthetic = runs.load_run(bn_run.workdir, config=config)
     assert "the run trained on synthetic images" in inference.check_images(synthetic).description
-    monkeypatch.setattr(inference, "SHIPPED_CHECK_IMAGES", str(tmp_path / "gone.npz"))
+    monkeypatch.setattr(export_check, "SHIPPED_CHECK_IMAGES", str(tmp_path / "gone.npz"))
     with pytest.raises(
         inference.ExportCheckError,
         match=r"cannot check the export: the run's test split cannot be read: no CIFAR-10 data "
@@ -329,7 +330,7 @@ def test_a_file_that_disagrees_with_the_package_is_an_error(bn_run, tmp_path, mo
         e = np.exp(logits - logits.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
-    monkeypatch.setattr(inference, "run_exported", least_logit_too_high)
+    monkeypatch.setattr(export_check, "run_exported", least_logit_too_high)
     moved = least_logit_too_high(path, "stablehlo", images.images)
     assert np.abs(moved - real(path, "stablehlo", images.images)).max() < 1e-4  # hidden in |dp|
     with pytest.raises(
@@ -353,7 +354,7 @@ def test_a_file_that_disagrees_with_the_package_is_an_error(bn_run, tmp_path, mo
         inference.export_checked(bn_run, "stablehlo", str(fresh), images)
     assert os.listdir(fresh.parent) == []
     # A NaN is a difference too.
-    monkeypatch.setattr(inference, "run_exported", lambda *args: real(*args) * np.nan)
+    monkeypatch.setattr(export_check, "run_exported", lambda *args: real(*args) * np.nan)
     with pytest.raises(CifarJaxError, match="up to nan"):
         inference.check_export(bn_run, path, "stablehlo", images)
     # Unchecked exports (--nocheck) are written directly, and say so.
@@ -383,7 +384,7 @@ def test_bad_export_requests_are_clear_errors(bn_run, tmp_path, monkeypatch):
 def test_onnx_export_on_a_jax_its_converter_cannot_trace_is_a_clear_error():
     """jax2onnx 0.13 under jax 0.11 (Python 3.12) failed with a TypeError from inside the
     converter; the export says which versions work and what to do instead."""
-    inference._check_converter_supports_jax("0.13.0", "0.10.2")  # CI's: fine
-    inference._check_converter_supports_jax("0.17.1", "0.11.2")  # a newer converter: tried
+    exporting._check_converter_supports_jax("0.13.0", "0.10.2")  # CI's: fine
+    exporting._check_converter_supports_jax("0.17.1", "0.11.2")  # a newer converter: tried
     with pytest.raises(CifarJaxError, match=r"jax2onnx 0.13.0 .* jax 0.11.2: it needs jax 0.10"):
-        inference._check_converter_supports_jax("0.13.0", "0.11.2")
+        exporting._check_converter_supports_jax("0.13.0", "0.11.2")

@@ -1,9 +1,12 @@
 """The package's rooms keep their doors: the architecture (cifar_jax/models/) reaches the
 CPU kernels only through ``models/layers.py``; training code (train.py, steps.py,
-models/) and the Python API (runs.py, inference.py) import nothing from the command-line
-or benchmark rooms (commands/, perf/); and commands are leaves: no library module, no
-config and no other command imports a command (only the flag plumbing, commands/cli.py,
-is shared by the programs)."""
+models/) and the Python API (runs.py, inference/) import nothing from the command-line
+or benchmark rooms (commands/, perf/); commands are leaves: no library module, no config
+and no other command imports a command (only the flag plumbing, commands/cli.py, is
+shared by the programs); and the dependency between loading a run and using it goes one
+way: runs.py imports inference/, whose modules never import runs.py (a loaded run is
+passed to them; naming its type under ``if TYPE_CHECKING:`` is not an import at run
+time)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,34 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cifar_jax"
 
 
-def imported_modules(source: str, module: str) -> set[str]:
+def _type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports for annotations only."""
+    return isinstance(node, ast.If) and ast.unparse(node.test) in (
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    )
+
+
+def _nodes(tree: ast.AST, runtime_only: bool):
+    """``ast.walk(tree)``, without the bodies of ``if TYPE_CHECKING:`` if ``runtime_only``."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if runtime_only and _type_checking_block(node):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
+def imported_modules(source: str, module: str, runtime_only: bool = False) -> set[str]:
     """Every module ``source`` (the text of module ``module``, dotted) imports, absolute:
-    ``import a.b``, ``from a import b`` (both ``a`` and ``a.b``) and relative forms."""
+    ``import a.b``, ``from a import b`` (both ``a`` and ``a.b``) and relative forms, at
+    module level or inside functions; ``runtime_only``: not those under ``if
+    TYPE_CHECKING:``, which are never executed."""
     package = module.rsplit(".", 1)[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _nodes(ast.parse(source), runtime_only):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -38,15 +63,18 @@ def _in(name: str, room: str) -> bool:
     return name == room or name.startswith(room + ".")
 
 
-def violations(files: dict[str, str], rules: list[tuple[str, str]]) -> list[str]:
+def violations(
+    files: dict[str, str], rules: list[tuple[str, str]], runtime_only: bool = False
+) -> list[str]:
     """``module imports forbidden`` for each module (name -> source) importing from a room
-    its rule forbids; ``rules``: (module prefix the rule applies to, forbidden room)."""
+    its rule forbids; ``rules``: (module prefix the rule applies to, forbidden room).
+    ``runtime_only``: imports under ``if TYPE_CHECKING:`` do not count."""
     bad = []
     for module, source in sorted(files.items()):
         for applies_to, forbidden in rules:
             if not _in(module, applies_to):
                 continue
-            for name in sorted(imported_modules(source, module)):
+            for name in sorted(imported_modules(source, module, runtime_only)):
                 if _in(name, forbidden):
                     bad.append(f"{module} imports {name}")
     return bad
@@ -77,6 +105,11 @@ RULES = [
     ("cifar_jax.inference", "cifar_jax.commands"),
 ]
 
+# One way, no circle: loading a run (runs.py) uses the inference spec, the image checks
+# and Predictions; the inference modules take a loaded run as an argument and never import
+# the loader, not even inside a function (only its type, for annotations).
+RUNTIME_RULES = [("cifar_jax.inference", "cifar_jax.runs")]
+
 
 def _package_files() -> dict[str, str]:
     return {_module_name(p): p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py")}
@@ -86,6 +119,9 @@ def test_rules_cover_the_files_they_name():
     files = _package_files()
     assert "cifar_jax.models.layers" in files and "cifar_jax.models.blocks" in files
     assert {"cifar_jax.train", "cifar_jax.steps"} <= set(files)
+    assert {"cifar_jax.runs", "cifar_jax.inference.__init__", "cifar_jax.inference.spec"} <= set(
+        files
+    )
     assert not any(applies == "cifar_jax.models.layers" for applies, _ in RULES)
 
 
@@ -96,6 +132,43 @@ def test_the_package_keeps_its_layout():
         "cifar_jax.models.layers (cifar_jax.kernels' interface); train.py, steps.py and "
         "models/ must not import commands/ or perf/ (move the shared code down a level)."
     )
+
+
+def test_loading_a_run_and_the_inference_modules_import_one_way():
+    files = _package_files()
+    bad = violations(files, RUNTIME_RULES, runtime_only=True)
+    assert not bad, (
+        "import circle: " + "; ".join(bad) + ". Fix: runs.py imports cifar_jax.inference, "
+        "not the reverse; pass the loaded run in (name its type under if TYPE_CHECKING:), "
+        "and move what both need into cifar_jax/inference/ (as spec.load_data)."
+    )
+    assert "cifar_jax.inference" in imported_modules(files["cifar_jax.runs"], "cifar_jax.runs")
+
+
+@pytest.mark.parametrize(
+    "module,source",
+    [
+        ("cifar_jax.inference.export_check", "def f():\n    from cifar_jax import runs\n"),
+        ("cifar_jax.inference.exporting", "from cifar_jax.runs import LoadedRun\n"),
+        ("cifar_jax.inference.__init__", "from .. import runs\n"),
+        ("cifar_jax.inference.spec", "import cifar_jax.runs\n"),
+    ],
+)
+def test_an_inference_module_importing_runs_is_caught(module, source):
+    assert violations({module: source}, RUNTIME_RULES, runtime_only=True) != []
+
+
+def test_a_type_only_import_of_runs_is_no_circle():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from cifar_jax.runs import LoadedRun\n"
+    )
+    module = "cifar_jax.inference.exporting"
+    assert violations({module: source}, RUNTIME_RULES, runtime_only=True) == []
+    assert violations({module: source}, RUNTIME_RULES) != []  # counted unless runtime_only
+    other = source.replace("if TYPE_CHECKING:", "if SOMETHING:")
+    assert violations({module: other}, RUNTIME_RULES, runtime_only=True) != []
 
 
 def test_layers_is_the_models_door_to_the_kernels():
