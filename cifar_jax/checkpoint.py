@@ -6,6 +6,10 @@ never leaves a half-written checkpoint that looks valid, and older checkpoints a
 deleted (``max_to_keep``) after a newer one is committed. If the newest checkpoint still
 cannot be read (disk errors, a file truncated by hand), :func:`restore_latest` warns and
 falls back to the previous one instead of losing the run.
+
+Beside the periodic checkpoints (``<workdir>/checkpoints``), :class:`BestCheckpoint` keeps
+the state of the best validation result so far under ``<workdir>/best`` (when and what is
+best is :mod:`cifar_jax.tracking`'s business).
 """
 
 from __future__ import annotations
@@ -126,6 +130,42 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
         os.replace(src, dest)
         logging.warning("Moved unreadable checkpoint %s to %s.", src, dest)
     manager.reload()
+
+
+class BestCheckpoint:
+    """The best-validation checkpoint under ``<workdir>/best`` (one kept).
+
+    Saved synchronously, so a periodic checkpoint that records a best step is only ever
+    written after that best checkpoint is complete. On a resume, best checkpoints newer
+    than the resumed state (left by the interrupted run) are deleted: the resumed run
+    recomputes them.
+    """
+
+    def __init__(self, workdir: str, state):
+        self.manager = create_manager(workdir, keep=1, name=BEST)
+        best_step = int(state.val_tracker.best_step)
+        for step in self.manager.all_steps():
+            if step != best_step:
+                logging.info("Deleting best checkpoint %d (newer than the resumed state).", step)
+                self.manager.delete(step)
+
+    def save(self, step: int, state, data_state: dict) -> None:
+        save(self.manager, step, state, data_state)
+        self.manager.wait_until_finished()
+
+    def restore(self, state):
+        """The best checkpoint's state, restored onto ``state``'s structure and shardings."""
+        step = int(state.val_tracker.best_step)
+        if step < 0 or step not in self.manager.all_steps():
+            raise CheckpointError(
+                f"no best checkpoint for step {step} in {self.manager.directory}; "
+                "use --config.test_checkpoint=final, or rerun in a new workdir."
+            )
+        restored, _ = restore(self.manager, step, state)
+        return restored
+
+    def close(self) -> None:
+        self.manager.close()
 
 
 def config_differences(workdir: str, config: Any) -> list[str]:

@@ -1,5 +1,5 @@
-"""What a run does with each validation result: the best checkpoint, early stopping, and
-the ReduceLROnPlateau step.
+"""What a run does with each validation result: the best result so far, early stopping,
+and the ReduceLROnPlateau step.
 
 All of it is state of the run, so it lives in the checkpointed train state and a resumed
 run continues exactly where the interrupted one was:
@@ -9,11 +9,11 @@ run continues exactly where the interrupted one was:
 * the plateau scale of the learning rate (:class:`cifar_jax.optim.PlateauState`, in the
   optimizer state).
 
-Whenever the best metric improves (strictly) the state is saved under
-``<workdir>/best`` (:class:`BestCheckpoint`, one kept), whether or not early stopping
-is on. Early stopping ends the run after ``early_stopping_patience`` evaluations in a
-row without an improvement, and the final test then uses the best checkpoint
-(``test_checkpoint="auto"``).
+Whenever the best metric improves (strictly; :func:`improved_at`) the trainer saves the
+state under ``<workdir>/best`` (:class:`cifar_jax.checkpoint.BestCheckpoint`, one kept),
+whether or not early stopping is on. Early stopping ends the run after
+``early_stopping_patience`` evaluations in a row without an improvement, and the final
+test then uses the best checkpoint (``test_checkpoint="auto"``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-from absl import logging
 
-from cifar_jax import checkpoint, optim
+from cifar_jax import optim
 from cifar_jax.errors import ConfigError
 
 BEST_METRICS = ("val_accuracy", "val_loss")
@@ -145,42 +144,6 @@ def check_schedule(config, steps_per_epoch: int, total_steps: int) -> None:
         )
 
 
-class BestCheckpoint:
-    """The best-validation checkpoint under ``<workdir>/best`` (one kept).
-
-    Saved synchronously, so a periodic checkpoint that records a best step is only ever
-    written after that best checkpoint is complete. On a resume, best checkpoints newer
-    than the resumed state (left by the interrupted run) are deleted: the resumed run
-    recomputes them.
-    """
-
-    def __init__(self, workdir: str, state):
-        self.manager = checkpoint.create_manager(workdir, keep=1, name=checkpoint.BEST)
-        best_step = int(state.val_tracker.best_step)
-        for step in self.manager.all_steps():
-            if step != best_step:
-                logging.info("Deleting best checkpoint %d (newer than the resumed state).", step)
-                self.manager.delete(step)
-
-    def save(self, step: int, state, data_state: dict) -> None:
-        checkpoint.save(self.manager, step, state, data_state)
-        self.manager.wait_until_finished()
-
-    def restore(self, state):
-        """The best checkpoint's state, restored onto ``state``'s structure and shardings."""
-        step = int(state.val_tracker.best_step)
-        if step < 0 or step not in self.manager.all_steps():
-            raise checkpoint.CheckpointError(
-                f"no best checkpoint for step {step} in {self.manager.directory}; "
-                "use --config.test_checkpoint=final, or rerun in a new workdir."
-            )
-        restored, _ = checkpoint.restore(self.manager, step, state)
-        return restored
-
-    def close(self) -> None:
-        self.manager.close()
-
-
 def results(state, config, tested: str) -> dict[str, Any]:
     """The validation fields of results.json."""
     tracker = jax.device_get(state.val_tracker)
@@ -202,7 +165,6 @@ def results(state, config, tested: str) -> dict[str, Any]:
 
 __all__ = [
     "BEST_METRICS",
-    "BestCheckpoint",
     "TEST_CHECKPOINTS",
     "ValTracker",
     "check_schedule",

@@ -429,7 +429,7 @@ def _train_and_evaluate(
             manager.close()
             return saved
 
-    best = tracking.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
+    best = checkpoint.BestCheckpoint(workdir, state)  # drops best checkpoints past the resume
     holds_run = start_step > 0 or any(
         os.path.exists(os.path.join(workdir, name)) for name in ("config.json", "results.json")
     )

@@ -103,6 +103,10 @@ RULES = [
     # The run loader and the exported function are the Python API: no command under them.
     ("cifar_jax.runs", "cifar_jax.commands"),
     ("cifar_jax.inference", "cifar_jax.commands"),
+    # Checkpoint files are checkpoint.py's room (periodic and best); tracking.py keeps the
+    # validation bookkeeping (best result, early stopping, plateau) and decides, not saves.
+    ("cifar_jax.tracking", "orbax"),
+    ("cifar_jax.tracking", "cifar_jax.checkpoint"),
 ]
 
 # One way, no circle: loading a run (runs.py) uses the inference spec, the image checks
@@ -118,7 +122,7 @@ def _package_files() -> dict[str, str]:
 def test_rules_cover_the_files_they_name():
     files = _package_files()
     assert "cifar_jax.models.layers" in files and "cifar_jax.models.blocks" in files
-    assert {"cifar_jax.train", "cifar_jax.steps"} <= set(files)
+    assert {"cifar_jax.train", "cifar_jax.steps", "cifar_jax.tracking"} <= set(files)
     assert {"cifar_jax.runs", "cifar_jax.inference.__init__", "cifar_jax.inference.spec"} <= set(
         files
     )
@@ -130,7 +134,8 @@ def test_the_package_keeps_its_layout():
     assert not bad, (
         "layout broken: " + "; ".join(bad) + ". Fix: models/ reach kernels only through "
         "cifar_jax.models.layers (cifar_jax.kernels' interface); train.py, steps.py and "
-        "models/ must not import commands/ or perf/ (move the shared code down a level)."
+        "models/ must not import commands/ or perf/ (move the shared code down a level); "
+        "Orbax I/O goes in checkpoint.py, not tracking.py."
     )
 
 
@@ -191,6 +196,8 @@ def test_layers_is_the_models_door_to_the_kernels():
         ("cifar_jax.steps", "from .commands import analyze\n"),
         ("cifar_jax.steps", "from cifar_jax import perf\n"),
         ("cifar_jax.inference", "from cifar_jax.commands.evaluate import SPLITS\n"),
+        ("cifar_jax.tracking", "import orbax.checkpoint as ocp\n"),
+        ("cifar_jax.tracking", "from cifar_jax import checkpoint, optim\n"),
     ],
 )
 def test_an_added_forbidden_import_is_caught(module, source):
