@@ -14,9 +14,11 @@ best is :mod:`cifar_jax.tracking`'s business).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -130,6 +132,70 @@ def _move_aside(manager: ocp.CheckpointManager, step: int) -> None:
         os.replace(src, dest)
         logging.warning("Moved unreadable checkpoint %s to %s.", src, dest)
     manager.reload()
+
+
+def stored_state_tree(path: str) -> Any:
+    """The tree of the train state saved in the checkpoint folder ``path``
+    (``<workdir>/<name>/<step>``): each array's metadata (shape, dtype) at its path, read
+    without restoring anything."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns about files evaluation does not need
+    try:
+        meta = ocp.PyTreeCheckpointer().metadata(os.path.join(path, "state"))
+        return meta.item_metadata.tree
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in leaves}
+
+
+def structure_differences(on_disk: Any, expected: Any) -> list[str]:
+    """What differs between the checkpoint's and the model's arrays (paths and shapes)."""
+    disk, want = _paths(on_disk), _paths(expected)
+    out = [
+        f"{k}: checkpoint {disk[k]}, model {want[k]}"
+        for k in want
+        if k in disk and disk[k] != want[k]
+    ]
+    out += [f"{k} {want[k]}: not in the checkpoint" for k in want if k not in disk]
+    out += [f"{k} {disk[k]}: not in the model" for k in disk if k not in want]
+    return out
+
+
+@contextlib.contextmanager
+def read_only_manager(workdir: str, name: str = LATEST) -> Iterator[ocp.CheckpointManager]:
+    """A read-only manager of ``<workdir>/<name>`` (creates, cleans and deletes nothing),
+    closed on exit; Orbax's warnings meanwhile (that it is read-only) are silenced."""
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
+    try:
+        manager = create_manager(workdir, keep=1, read_only=True, name=name)
+        try:
+            yield manager
+        finally:
+            manager.close()
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def restore_part(manager: ocp.CheckpointManager, step: int, target: dict[str, Any]) -> Any:
+    """Restores only the top-level fields of the saved train state that ``target`` has
+    (e.g. ``params``, ``batch_stats``, ``step``), onto ``target``'s structure; the rest
+    (the optimizer state, the data iterator) is not read, so a state that holds more than
+    ``target`` restores as well."""
+    return manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                item=target,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True,
+            )
+        ),
+    ).state
 
 
 class BestCheckpoint:

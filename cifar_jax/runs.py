@@ -307,26 +307,6 @@ class EvalState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
-    import jax
-
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in leaves}
-
-
-def _structure_differences(on_disk: Any, expected: Any) -> list[str]:
-    """What differs between the checkpoint's and the model's arrays (paths and shapes)."""
-    disk, want = _paths(on_disk), _paths(expected)
-    out = [
-        f"{k}: checkpoint {disk[k]}, model {want[k]}"
-        for k in want
-        if k in disk and disk[k] != want[k]
-    ]
-    out += [f"{k} {want[k]}: not in the checkpoint" for k in want if k not in disk]
-    out += [f"{k} {disk[k]}: not in the model" for k in disk if k not in want]
-    return out
-
-
 def load_run(
     workdir: str,
     checkpoint: str | int = "latest",
@@ -343,7 +323,6 @@ def load_run(
     reading ``config.json`` again.
     """
     import jax
-    import orbax.checkpoint as ocp
 
     from cifar_jax import experiment, models
     from cifar_jax.data import pipeline
@@ -407,53 +386,34 @@ def load_run(
         "edited, or checkpoints copied from another run?). Restore the run's own "
         "config.json, or pick another checkpoint with --checkpoint."
     )
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # Orbax warns about files evaluation does not need
     try:
-        meta = ocp.PyTreeCheckpointer().metadata(os.path.join(run.checkpoint_path, "state"))
-        on_disk = meta.item_metadata.tree
+        on_disk = ckpt.stored_state_tree(run.checkpoint_path)
     except Exception as e:  # noqa: BLE001 - any failure means the checkpoint is unreadable
         raise CheckpointError(
             f"checkpoint {run.checkpoint_path} cannot be read ({type(e).__name__}: "
             f"{str(e)[:300]}). It is damaged or incomplete; pick another one with "
             "--checkpoint (latest, best or a step number)."
         ) from e
-    finally:
-        logging.set_verbosity(verbosity)
     differences = []
     for name in ("params", "batch_stats"):
         stored = on_disk.get(name, {}) if isinstance(on_disk, dict) else {}
         stored = stored if isinstance(stored, dict) else {}
-        differences += _structure_differences({name: stored}, {name: target.get(name, {})})
+        differences += ckpt.structure_differences({name: stored}, {name: target.get(name, {})})
     if differences:
         shown = "\n  ".join(differences[:8])
         more = f"\n  ... and {len(differences) - 8} more" if len(differences) > 8 else ""
         raise CheckpointError(
             f"checkpoint {run.checkpoint_path} does not fit {what}:\n  {shown}{more}\n{fix}"
         )
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only manager is read-only
-    manager = ckpt.create_manager(workdir, keep=1, read_only=True, name=folder)
-    try:
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=target,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                    partial_restore=True,
-                )
-            ),
-        ).state
-    except Exception as e:  # noqa: BLE001 - Orbax raises many types; all mean "cannot use it"
-        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
-        raise CheckpointError(
-            f"checkpoint {run.checkpoint_path} cannot be restored into {what}: "
-            f"{type(e).__name__}: {first}\nIt may be damaged. {fix}"
-        ) from e
-    finally:
-        manager.close()
-        logging.set_verbosity(verbosity)
+    with ckpt.read_only_manager(workdir, folder) as manager:
+        try:
+            restored = ckpt.restore_part(manager, step, target)
+        except Exception as e:  # noqa: BLE001 - Orbax raises many types; all mean "cannot use it"
+            first = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
+            raise CheckpointError(
+                f"checkpoint {run.checkpoint_path} cannot be restored into {what}: "
+                f"{type(e).__name__}: {first}\nIt may be damaged. {fix}"
+            ) from e
     run.state = EvalState(
         step=restored["step"],
         params=restored["params"],
