@@ -2,7 +2,7 @@
 -> train state -> jitted steps. Training, the benchmark, the analyses, ``summary`` and the
 run loader all build from here, so none of them can drift from what training runs.
 
-    exp = experiment.build(config_base.load_config_file("configs/lenet.py"))
+    exp = experiment.build(config_lib.load_config_file("configs/lenet.py"))
     state, _ = exp.train_step(exp.state, exp.to_global(next(exp.train_iterator())))
     print(exp.evaluate(state, exp.dataset.test))  # {"loss": ..., "accuracy": ...}
 
@@ -25,7 +25,8 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding
 
-from cifar_jax import config_base, data, models, optim, parallel, steps, tta
+from cifar_jax import config as config_lib
+from cifar_jax import data, models, optim, parallel, steps, tta
 from cifar_jax.data import pipeline
 from cifar_jax.errors import ConfigError
 
@@ -58,7 +59,7 @@ class Experiment:
 
     @property
     def eval_batch_size(self) -> int:
-        return config_base.eval_batch_size(self.config)
+        return config_lib.eval_batch_size(self.config)
 
     def trainable_params(self) -> int:
         return models.count_trainable_params(self.state.params)
@@ -242,7 +243,7 @@ def build(
     """
     mesh = mesh or parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config_base.eval_batch_size(config), mesh, "eval_batch_size")
+    parallel.check_batch_size(config_lib.eval_batch_size(config), mesh, "eval_batch_size")
     dataset = data.load_dataset(config) if dataset is None else dataset
     steps_per_epoch, total = run_length(config, len(dataset.train), total_steps)
     if on_data is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def report003_adam() -> ml_collections.ConfigDict:

@@ -34,7 +34,8 @@ import numpy as np
 from absl import logging
 
 from cifar_jax import checkpoint as ckpt
-from cifar_jax import config_base, inference, parallel, steps
+from cifar_jax import config as config_lib
+from cifar_jax import inference, parallel, steps
 from cifar_jax.errors import CheckpointError, CifarJaxError, ConfigError
 from cifar_jax.inference.spec import load_data  # the data set, checked against the spec
 
@@ -63,7 +64,7 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> ml_collec
     Fields this version of cifar_jax does not know are skipped with a warning, and fields
     it added since the run was made keep their defaults, so older runs stay loadable.
     """
-    config = config_base.base_config()
+    config = config_lib.base_config()
     skipped = []
     for key, value in values.items():
         if key not in config:
@@ -239,7 +240,7 @@ class LoadedRun:
 
     @property
     def eval_batch_size(self) -> int:
-        return config_base.eval_batch_size(self.config)
+        return config_lib.eval_batch_size(self.config)
 
     @property
     def trainable_params(self) -> int:

@@ -24,7 +24,6 @@ from jax.experimental import multihost_utils
 
 from cifar_jax import (
     checkpoint,
-    config_base,
     data,
     experiment,
     holds,
@@ -35,6 +34,7 @@ from cifar_jax import (
     preemption,
     runtime,
     tracking,
+    validation,
 )
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.errors import TrainingError
@@ -245,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results.
 
     The workdir is held for the whole run: a second run started on it stops at once."""
-    config_base.validate_config(config)  # before any data is read (Python API callers too)
+    validation.validate_config(config)  # before any data is read (Python API callers too)
     workdir = workdir_lib.prepare(workdir)
     with hold_workdir(workdir) as lock:
         return _train_and_evaluate(config, workdir, lock)

@@ -26,7 +26,7 @@ the net in float16; ``--config.half_precision=true`` runs it in bfloat16.
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 BATCH_SIZE = 2000
 STEPS_PER_EPOCH = 50_000 // BATCH_SIZE  # 25

@@ -6,7 +6,7 @@ Recipe: the same as configs/lenet.py, since the ablation changes only the conv2 
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,7 +6,7 @@ augmentation, normalization with mean = std = 0.5.
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

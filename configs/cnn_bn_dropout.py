@@ -8,7 +8,7 @@ rotation and color jitter; mean (0.4914, 0.4822, 0.4465) / std (0.2470, 0.2435, 
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

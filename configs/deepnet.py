@@ -6,7 +6,7 @@ Adam, cosine annealing; random flip and normalization to [-1, 1] (Table 2).
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -6,7 +6,7 @@ Recipe (report 000, section 2.2): CIFAR-10 split 40k train / 10k validation, bat
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

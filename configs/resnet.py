@@ -11,7 +11,7 @@ warmup length are not given):
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

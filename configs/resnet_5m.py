@@ -8,7 +8,7 @@ epoch); crop + flip + color jitter + rotation + random erasing, normalized with 
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ Section 4's loss ablation (the report gives no coefficients; these are the usual
 
 import ml_collections
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -29,7 +29,11 @@ from cifar_jax import models, optim
 
 try:  # the layout since the re-layout
     from cifar_jax import parallel, steps
-    from cifar_jax.config_base import load_config_file
+
+    try:  # cifar_jax/config/ since step 2 of the re-layout
+        from cifar_jax.config import load_config_file
+    except ImportError:
+        from cifar_jax.config_base import load_config_file
 
     create_mesh, jit_steps, create_train_state = (
         parallel.create_mesh,

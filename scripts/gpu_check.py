@@ -485,7 +485,7 @@ def data(out: str, repo: str, bundle: str = "") -> int:
     """Finds CIFAR-10 for the runs: $CIFAR_JAX_DATA, else the bundle's archive (extracted
     under OUT/data_staged, MD5-checked), else the package's default folder. Full, partial
     (some training batch files) or synthetic."""
-    from cifar_jax import config_base
+    from cifar_jax import config as config_lib
     from cifar_jax.data import sources
     from cifar_jax.errors import CifarJaxError
 
@@ -509,7 +509,7 @@ def data(out: str, repo: str, bundle: str = "") -> int:
     if not env_dir:
         candidates.append("")  # the package's default folder
     for candidate in candidates:
-        config = config_base.base_config()  # "" -> its default folder
+        config = config_lib.base_config()  # "" -> its default folder
         if candidate:
             if not Path(candidate).exists():
                 tried.append(f"{candidate}: does not exist")

@@ -583,6 +583,7 @@ def table_bench() -> str:
 
 GPU_GATE = "docs/records/gpu_gate.json"
 SUITE_NO_ONEDNN = "docs/records/suite_without_onednn.json"
+SUITE_DURATIONS = "docs/records/suite_durations.json"
 PY312_CHECK = "docs/records/py312_check/summary.json"
 
 
@@ -612,6 +613,34 @@ def table_gpu_gate() -> str:
             f"`{g['command']}`.",
         ]
     )
+
+
+def table_suite_durations() -> str:
+    """Where the suite's time goes, as CI runs it: the files over a minute, the slowest
+    tests, and the load on the machine while it ran."""
+    s = _record(SUITE_DURATIONS)
+    total = s["seconds"]
+    lines = [
+        "| test file | minutes | share |",
+        "|---|---:|---:|",
+        *(
+            f"| `{name}` | {sec / 60:.1f} | {100 * sec / total:.0f}% |"
+            for name, sec in s["seconds_by_file"].items()
+            if sec >= 60
+        ),
+        f"| all {s['tests']} tests | {total / 60:.1f} | 100% |",
+        "",
+        "Slowest tests: "
+        + "; ".join(
+            f"`{name.split('.')[-1]}` {sec / 60:.1f} min" for name, sec in s["slowest_tests"][:8]
+        )  # fmt: skip
+        + f". {s['passed']} passed, {s['skipped']} skipped, {len(s['failed'])} failed; "
+        f"started {s['started_utc']}, commit {short(s['commit'])}, {cpu_label(s['cpu'])}, "
+        f"2 cores, Python {s['python']}, jax {s['jax']}; load average {s['loadavg_before']} "
+        f"before, {s['loadavg_after']} after (the suite alone keeps it near 2)"
+        + f". Record: `{SUITE_DURATIONS}` (`{s['what']}`).",
+    ]
+    return "\n".join(lines)
 
 
 def table_suite_without_onednn() -> str:

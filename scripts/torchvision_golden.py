@@ -135,10 +135,10 @@ def hue_golden() -> str:
     ``_torchvision_adjust_hue`` of the test file; this recomputes it with torchvision.)"""
     from torchvision import transforms
 
-    from cifar_jax import config_base
+    from cifar_jax import config as config_lib
     from cifar_jax.data import augment, pipeline
 
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.color_jitter_hue = 0.1
     aug = pipeline.AugmentConfig.from_config(config)
     assert aug.crop_padding == 4 and aug.flip and aug.autoaugment == "none"

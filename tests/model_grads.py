@@ -7,12 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cifar_jax import config_base, models
+from cifar_jax import config as config_lib
+from cifar_jax import models
 
 
 def narrow_model(name: str, **overrides):
     """(model, variables, a batch of 4 images) of config ``name`` with ``overrides``."""
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.model = name
     config.update(overrides)
     net = models.build_model(config, 10)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_jax.config_base import default_data_dir
+from cifar_jax.config import default_data_dir
 from cifar_jax.data import download
 
 RECORD_100 = 2 + 32 * 32 * 3  # coarse label, fine label, pixels

@@ -18,8 +18,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, parallel, runs, steps, train
-from cifar_jax.config_base import load_config_file
+from cifar_jax import config as config_lib
+from cifar_jax import losses, models, optim, parallel, runs, steps, train, validation
+from cifar_jax.config import load_config_file
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench, layers
 
@@ -157,7 +158,7 @@ def test_train_state_uses_the_data_init_and_lookahead_start(tiny_net):
 
 
 def _group_config(**groups) -> ml_collections.ConfigDict:
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(dict(optimizer="sgd", momentum=0.0, weight_decay=0.0, learning_rate=0.1))
     config.param_groups = ml_collections.ConfigDict(groups)
     return config
@@ -220,7 +221,7 @@ def test_overlapping_or_empty_groups_are_clear_errors():
     with pytest.raises(ConfigError, match="lr_scale"):
         optim.param_groups(_group_config(a={"match": "x", "lr_sclae": 2.0}))
     with pytest.raises(ConfigError):
-        config_base.validate_config(_airbench_config(param_groups={"a": {"match": ""}}))
+        validation.validate_config(_airbench_config(param_groups={"a": {"match": ""}}))
 
 
 def test_no_groups_keeps_the_optimizer_state_layout():
@@ -259,7 +260,7 @@ def test_schedule_is_airbench94s_get_lr():
 
 
 def test_summed_loss_is_batch_size_times_the_mean():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     logits = jax.random.normal(jax.random.key(0), (16, 10))
     labels = jnp.arange(16) % 10
     mean_loss, _ = losses.make_loss(config).total(logits, labels, {})

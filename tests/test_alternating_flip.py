@@ -6,7 +6,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
+from cifar_jax import validation
 from cifar_jax.data import ArraySplit, augment, pipeline
 from cifar_jax.errors import ConfigError
 
@@ -143,19 +144,19 @@ def test_random_mode_is_unchanged(name):
 
 
 def test_config_fields_and_errors():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     assert config.flip_mode == "random"
     assert pipeline.AugmentConfig.from_config(config).flip_mode == "random"
     config.flip_mode = "alternating"
-    config_base.validate_config(config)
+    validation.validate_config(config)
     assert pipeline.AugmentConfig.from_config(config).flip_mode == "alternating"
     config.random_flip = False
     with pytest.raises(ConfigError, match="random_flip=True"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
     config.random_flip = True
     config.flip_mode = "sometimes"
     with pytest.raises(ConfigError, match="flip_mode='sometimes'"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
     # The config is checked once, by validate_config; an AugmentConfig built by hand with an
     # unknown mode fails where the flips are chosen instead of flipping as if alternating.
     bad = pipeline.AugmentConfig(flip=True, flip_mode="sometimes")

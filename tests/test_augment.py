@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
+from cifar_jax import validation
 from cifar_jax.data import ArraySplit, augment, pipeline
 from cifar_jax.errors import ConfigError
 
@@ -286,7 +287,7 @@ def test_color_jitter_hue_is_a_fourth_op_in_the_random_order():
 
 
 def test_color_jitter_with_hue_from_the_config():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.color_jitter_hue = 0.1
     aug = pipeline.AugmentConfig.from_config(config)
     assert aug.hue == 0.1
@@ -294,7 +295,7 @@ def test_color_jitter_with_hue_from_the_config():
     u = augment.sample_params(np.random.default_rng(0), 32, aug)
     out = augment.apply_augmentations(images, u, aug)
     # Only the draws hue was given (drawn last) differ from the plain crop + flip batch.
-    plain = pipeline.AugmentConfig.from_config(config_base.base_config())
+    plain = pipeline.AugmentConfig.from_config(config_lib.base_config())
     base = augment.apply_augmentations(images, u, plain)
     factors = -0.1 + u["jitter_hue"][:, 0] * 0.2
     np.testing.assert_array_equal(out, augment.adjust_hue(base, factors))
@@ -306,7 +307,7 @@ def test_color_jitter_with_hue_from_the_config():
     for bad in (-0.1, 0.6):
         config.color_jitter_hue = bad
         with pytest.raises(ConfigError, match="color_jitter_hue"):
-            config_base.validate_config(config)
+            validation.validate_config(config)
 
 
 # ----------------------------------------------------------------- AutoAugment
@@ -453,7 +454,7 @@ def test_eval_is_never_augmented():
 
 
 def test_augment_config_from_config_and_fill():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(autoaugment="cifar10", random_rotation=15.0, random_erasing_prob=0.5, cutout_size=16,
              color_jitter_brightness=0.2, random_erasing_scale=(0.02, 0.2))
@@ -466,7 +467,7 @@ def test_augment_config_from_config_and_fill():
 
 
 def test_none_normalization_is_zero_one_scaling():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.normalization = "none"
     mean, std = pipeline.normalization_stats(config, (0.4, 0.4, 0.4), (0.2, 0.2, 0.2))
     images = _images(2)

@@ -116,7 +116,7 @@ EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 # fmt: off
 CASES = [
     # ---- config
-    Case("unknown_field", ["--config.learnin_rate=0.1"], ["learnin_rate", "config_base"],
+    Case("unknown_field", ["--config.learnin_rate=0.1"], ["learnin_rate", "config/fields.py"],
          exit_code=2),
     Case("wrong_type", ["--config.batch_size=abc"], ["batch_size", "abc"], exit_code=2),
     Case("zero_learning_rate", ["--config.learning_rate=0"], ["learning_rate", "> 0"]),

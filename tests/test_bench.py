@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from cifar_jax import config_base, models, runtime
+from cifar_jax import config as config_lib
+from cifar_jax import models, runtime
 from cifar_jax.perf import bench
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -19,7 +20,7 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch not installed ([be
 
 
 def tiny_config(**overrides):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_source="synthetic",

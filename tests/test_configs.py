@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import config_base, recipes
+from cifar_jax import config as config_lib
+from cifar_jax import recipes, validation
 from cifar_jax.errors import ConfigError
 from cifar_jax.studies import sweep
 
@@ -14,7 +15,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_file_is_valid(path):
     config = sweep.load_config_file(str(path))
-    config_base.validate_config(config)
+    validation.validate_config(config)
     assert config.model == path.stem
 
 
@@ -42,7 +43,7 @@ def test_choices_are_the_owning_modules_tuples():
     from cifar_jax import losses, models, optim, steps, tracking, tta
     from cifar_jax.data import augment, pipeline, sources
 
-    choices = config_base.choices()
+    choices = validation.choices()
     owners = {
         "dataset": sources.DATASETS,
         "normalization": pipeline.NORMALIZATIONS,
@@ -60,13 +61,13 @@ def test_choices_are_the_owning_modules_tuples():
     }
     for name, values in owners.items():
         assert choices[name] is values, name
-    base = config_base.base_config()
+    base = config_lib.base_config()
     for name, values in choices.items():
         assert base[name] in values, name  # every default is an allowed value
 
 
 def test_config_files_import_no_jax():
-    """Loading a config file (config_base.base_config) imports no jax; validating does,
+    """Loading a config file (cifar_jax.config) imports no jax; validating does,
     without starting the backend, so XLA flags set afterwards still apply."""
     import os
     import subprocess
@@ -74,10 +75,11 @@ def test_config_files_import_no_jax():
 
     code = (
         "import os, sys\n"
-        "from cifar_jax import config_base\n"
-        "config = config_base.load_config_file('configs/lenet.py')\n"
+        "from cifar_jax import config as config_lib\n"
+        "config = config_lib.load_config_file('configs/lenet.py')\n"
         "assert 'jax' not in sys.modules, 'config files import jax'\n"
-        "config_base.validate_config(config)\n"
+        "from cifar_jax import validation\n"
+        "validation.validate_config(config)\n"
         "assert 'jax' in sys.modules\n"
         "os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=3'\n"
         "import jax\n"
@@ -99,7 +101,7 @@ def test_bad_config_stops_before_any_data_is_read(tmp_path):
     from cifar_jax import train
     from cifar_jax.errors import ConfigError
 
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.data_source = "files"
     config.data_dir = str(tmp_path / "nonexistent")
     config.flip_mode = "sometimes"
@@ -118,14 +120,14 @@ def test_a_run_is_validated_once_and_a_changed_config_again(monkeypatch):
     value changes (bug caught: a memo keyed on the object, so an edited config passes
     unchecked)."""
     calls = []
-    real = config_base._validate
-    monkeypatch.setattr(config_base, "_validate", lambda c: calls.append(1) or real(c))
-    monkeypatch.setattr(config_base, "_VALIDATED", set())
+    real = validation._validate
+    monkeypatch.setattr(validation, "_validate", lambda c: calls.append(1) or real(c))
+    monkeypatch.setattr(validation, "_VALIDATED", set())
     config = sweep.load_config_file("configs/lenet.py")
-    config_base.validate_config(config)
-    config_base.validate_config(config)
+    validation.validate_config(config)
+    validation.validate_config(config)
     assert len(calls) == 1
     config.optimizer = "no_such_optimizer"
     with pytest.raises(ConfigError, match="no_such_optimizer"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
     assert len(calls) == 2

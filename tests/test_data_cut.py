@@ -18,7 +18,7 @@ import pytest
 import real_data
 from test_data_sources import FINE_NAMES, files_config, make_release, write_folder
 
-from cifar_jax.config_base import default_data_dir
+from cifar_jax.config import default_data_dir
 from cifar_jax.data import load_dataset, pipeline, sources
 from cifar_jax.errors import DataError
 

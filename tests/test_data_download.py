@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_jax.config_base import base_config
+from cifar_jax.config import base_config
 from cifar_jax.data import download, download_archive, load_dataset
 from cifar_jax.errors import DataError
 

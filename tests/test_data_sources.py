@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_jax.config_base import base_config, validate_config
+from cifar_jax.config import base_config
 from cifar_jax.data import (
     ArraySplit,
     channel_mean_std,
@@ -23,6 +23,7 @@ from cifar_jax.data import (
 )
 from cifar_jax.data.sources import expected_train_examples
 from cifar_jax.errors import ConfigError, DataError
+from cifar_jax.validation import validate_config
 
 FOLDERS = {
     ("cifar10", "binary"): "cifar-10-batches-bin",

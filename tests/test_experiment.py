@@ -6,7 +6,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 from test_train import tiny_config
 
-from cifar_jax import config_base, experiment, models, steps, train
+from cifar_jax import config as config_lib
+from cifar_jax import experiment, models, steps, train
 from cifar_jax import model_summary as summary
 from cifar_jax.errors import ConfigError
 from cifar_jax.models import airbench
@@ -92,7 +93,7 @@ def test_data_dependent_init_and_lookahead_come_from_the_config():
     """airbench94's whitening stem is initialised from the first data_init_examples
     normalized training images, and its lookahead average starts at the weights: the set-up
     training, the benchmark and analyze all get from build()."""
-    config = config_base.load_config_file("configs/airbench94.py")
+    config = config_lib.load_config_file("configs/airbench94.py")
     config.update(
         dict(
             widths=(8, 16, 16),

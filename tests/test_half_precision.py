@@ -20,8 +20,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_lowering import REPO, load
 
-from cifar_jax import config_base, models, optim, parallel, steps, train
+from cifar_jax import config as config_lib
 from cifar_jax import model_summary as summary
+from cifar_jax import models, optim, parallel, steps, train, validation
 from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import fast_ops, onednn
 
@@ -88,7 +89,7 @@ def test_bf16_train_step_lowers_for_cuda_with_bf16_convs_and_no_onednn_call():
 
 @pytest.mark.skipif(jax.device_count() != 1, reason="one device")
 def test_params_optimizer_state_and_statistics_stay_float32_while_convs_run_in_bf16():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     net, tx, state, mean, std, batch, mesh = _tiny_bf16_step(config, optimizer="adam")
     train_step, _ = steps.jit_steps(config, net, tx, mean, std, mesh)
     module = train_step.lower(state, batch).as_text()
@@ -238,7 +239,7 @@ def test_the_config_field_chooses_the_kernel_gradients_of_the_run_step():
     """config.cpu_bf16_kernel_grads reaches the train step steps.jit_steps builds (what
     training and the benchmarks run): its oneDNN kernel gradients read bf16 activations
     with it and float32 copies without; the step trains either way."""
-    config = config_base.base_config()
+    config = config_lib.base_config()
     net, tx, state, mean, std, batch, mesh = _tiny_bf16_step(config)
     losses = {}
     for on, dtype in ((False, "f32"), (True, "bf16")):
@@ -259,12 +260,12 @@ def test_the_config_field_chooses_the_kernel_gradients_of_the_run_step():
 
 
 def test_bf16_kernel_grads_without_half_precision_is_a_config_error():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.cpu_bf16_kernel_grads = True
     with pytest.raises(ConfigError, match="half_precision=True"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
     config.half_precision = True
-    config_base.validate_config(config)
+    validation.validate_config(config)
 
 
 @pytest.mark.skipif(not on_cpu or not onednn.available(), reason="needs the oneDNN kernel")
@@ -281,7 +282,7 @@ def test_a_cpu_without_bf16_keeps_bf16_convs_on_xla_and_says_it_is_slow():
 
 
 def _lenet_run(tmp_path, data_root, half_precision: bool) -> dict:
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_dir=str(data_root / "cifar10"),

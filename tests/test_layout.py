@@ -333,3 +333,40 @@ def test_an_unwrapped_model_jit_is_caught():
     assert unwrapped_model_jits(step + "f = jax.jit(parallel.traced_on(mesh, step))\n") == []
     assert unwrapped_model_jits(step + "f = jax.jit(parallel.traced_portable(step))\n") == []
     assert unwrapped_model_jits("def g(x):\n    return x\nf = jax.jit(g)\n") == []
+
+
+def config_imports(files: dict[str, str]) -> list[str]:
+    """Imports of the package's run code from cifar_jax/config/ (it may import itself and
+    the errors module only)."""
+    bad = []
+    for module, source in sorted(files.items()):
+        if not _in(module, "cifar_jax.config"):
+            continue
+        for name in sorted(imported_modules(source, module)):
+            allowed = _in(name, "cifar_jax.config") or _in(name, "cifar_jax.errors")
+            if name.startswith("cifar_jax") and not allowed:
+                bad.append(f"{module} imports {name}")
+    return bad
+
+
+def test_the_config_package_sits_below_the_run_code():
+    """Config files and their loading stay free of jax and of the modules that use the
+    fields (bug caught: the old config module imported optim, losses, models, steps, tta
+    to validate); checking against those modules is cifar_jax/validation.py, above them."""
+    files = _package_files()
+    assert "cifar_jax.config.fields" in files
+    assert config_imports(files) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from cifar_jax import optim\n",
+        "def f():\n    from cifar_jax import models\n",
+        "import cifar_jax.validation\n",
+        "from cifar_jax.data import sources\n",
+    ],
+)
+def test_a_config_import_of_run_code_is_caught(source):
+    assert config_imports({"cifar_jax.config.fields": source}) != []
+    assert config_imports({"cifar_jax.config.files": "from cifar_jax.errors import X\n"}) == []

@@ -11,7 +11,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, parallel, steps
+from cifar_jax import config as config_lib
+from cifar_jax import losses, models, optim, parallel, steps
 from cifar_jax.errors import ConfigError
 
 LOGITS = jnp.array([[2.0, 0.0, -1.0], [0.5, 1.5, -0.5], [4.0, -2.0, 0.0]])
@@ -19,7 +20,7 @@ LABELS = jnp.array([0, 2, 0])
 
 
 def _config(**kw):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(kw)
     return config
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.scipy.special import erf
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
 from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import fast_ops
 from cifar_jax.models import ACTIVATIONS, MODEL_NAMES, build_model, count_trainable_params, layers
@@ -45,7 +45,7 @@ EXPECTED = {
 
 
 def make_config(model: str, **overrides):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.model = model
     config.update(overrides)
     return config

@@ -16,8 +16,9 @@ import optax
 import pytest
 from test_airbench import TINY_RECIPE
 
-from cifar_jax import config_base, models, optim, train
-from cifar_jax.config_base import load_config_file
+from cifar_jax import config as config_lib
+from cifar_jax import models, optim, train, validation
+from cifar_jax.config import load_config_file
 from cifar_jax.errors import ConfigError
 
 MUON_CONFIG = "configs/airbench94_muon.py"
@@ -49,7 +50,7 @@ def test_newton_schulz_is_airbenchs(shape):
 
 
 def _group_config(**groups) -> ml_collections.ConfigDict:
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(optimizer="sgd", momentum=0.85, nesterov=True, weight_decay=0.0, learning_rate=0.1)
     )
@@ -136,7 +137,7 @@ def test_bad_muon_groups_are_clear_errors():
     config = load_config_file(MUON_CONFIG)
     config.muon_ns_steps = 0
     with pytest.raises(ConfigError, match="muon_ns_steps=0"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
 
 
 def test_config_learning_rates_and_decay_are_airbench_muons():

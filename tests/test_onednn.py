@@ -235,9 +235,9 @@ def test_outside_the_steps_multi_device_meshes_and_the_switch_keep_xla_convs():
 _SHARDED_STEP = """
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from cifar_jax import config_base, models, optim, parallel, steps
+from cifar_jax import models, optim, parallel, steps, config as config_lib
 from cifar_jax.kernels import levers, onednn
-config = config_base.base_config()
+config = config_lib.base_config()
 config.model, config.widths, config.batch_size = "resnet_small", (8, 16, 16), 16
 mesh = parallel.create_mesh()
 net = models.build_model(config, 10)

@@ -5,12 +5,13 @@ import numpy as np
 import optax
 import pytest
 
-from cifar_jax import config_base, optim
+from cifar_jax import config as config_lib
+from cifar_jax import optim
 from cifar_jax.errors import ConfigError
 
 
 def _config(**kw):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(kw)
     return config
 

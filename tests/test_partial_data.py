@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
 from cifar_jax.data import sources
 from cifar_jax.errors import DataError
 
@@ -34,7 +34,7 @@ def partial_folder(tmp_path, full_folder):
 
 
 def _config(data_dir, partial: bool):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.data_dir = str(data_dir)
     config.data_source = "files"
     config.val_examples = 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
 from cifar_jax.data import ArraySplit, pipeline
 from cifar_jax.errors import ConfigError
 
@@ -141,7 +141,7 @@ def test_normalize_matches_formula():
 
 
 def test_normalization_stats_half_and_unknown():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.normalization = "half"
     mean, std = pipeline.normalization_stats(config, (0.1, 0.2, 0.3), (0.3, 0.3, 0.3))
     np.testing.assert_array_equal(mean, [0.5] * 3)
@@ -151,7 +151,7 @@ def test_normalization_stats_half_and_unknown():
 
 
 def test_config_train_dataset_is_the_runs_pipeline():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(dict(batch_size=10, seed=3, random_flip=True, random_crop_padding=2))
     split, mean = _split(), np.zeros(3)
     built = pipeline.config_train_dataset(config, split, mean, num_steps=4)

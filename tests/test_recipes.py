@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_train import tiny_config
 
-from cifar_jax import checkpoint, config_base, models, train
+from cifar_jax import checkpoint, models, train, validation
+from cifar_jax import config as config_lib
 from cifar_jax.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
@@ -27,7 +28,7 @@ def load_config(name: str):
 def test_every_config_is_complete_and_valid(path):
     assert "NOT YET" not in path.read_text(), f"{path.name} still has an unwired option"
     config = load_config(path.stem)
-    config_base.validate_config(config)
+    validation.validate_config(config)
     num_classes = config.class_subset or (100 if config.dataset == "cifar100" else 10)
     models.build_model(config, num_classes)
 
@@ -103,10 +104,10 @@ def test_configs_hold_the_report_recipes(name):
     ],
 )
 def test_bad_values_name_the_field_and_the_fix(field, value, message):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config[field] = value
     with pytest.raises(ConfigError, match=message) as err:
-        config_base.validate_config(config)
+        validation.validate_config(config)
     assert field in str(err.value) and "--config." in str(err.value)
 
 
@@ -115,12 +116,12 @@ def test_bad_values_name_the_field_and_the_fix(field, value, message):
     [dict(schedule="plateau"), dict(early_stopping_patience=3), dict(test_checkpoint="best")],
 )
 def test_validation_options_need_a_validation_split(overrides):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(overrides)
     with pytest.raises(ConfigError, match="needs a validation split"):
-        config_base.validate_config(config)
+        validation.validate_config(config)
     config.val_examples = 5000
-    config_base.validate_config(config)
+    validation.validate_config(config)
 
 
 def test_early_stopping_tests_the_best_checkpoint(tmp_path):
@@ -158,7 +159,7 @@ def test_c100_baseline_learns_real_cifar100_mini(tmp_path, real_data_root):
             eval_batch_size=400, log_every_steps=20,
         )
     )  # fmt: skip
-    config_base.validate_config(config)
+    validation.validate_config(config)
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["config"]["class_subset"] == 20 and results["tested_checkpoint"] == "best"
     # Chance is 5% on the 400 test images of the 20 classes.

@@ -18,7 +18,8 @@ from pathlib import Path
 import held
 import pytest
 
-from cifar_jax import config_base, train
+from cifar_jax import config as config_lib
+from cifar_jax import train
 from cifar_jax.errors import TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,7 +234,7 @@ def test_finished_run_is_not_redone(finished):
 
 
 def _nan_config(**overrides):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(data_source="synthetic", synthetic_train_examples=256, synthetic_test_examples=32,
              model="lenet", optimizer="sgd", learning_rate=1e30, batch_size=32,

@@ -221,10 +221,10 @@ def test_selection_and_bad_input():
 @pytest.mark.parametrize("result", reproduce.RESULTS, ids=lambda r: r.id)
 def test_every_result_builds_a_valid_config(result):
     """Every row's recipe loads, validates and names the model it says."""
-    from cifar_jax import config_base
+    from cifar_jax import validation
 
     config = reproduce.result_config(result, 0)
-    config_base.validate_config(config)
+    validation.validate_config(config)
     assert config.num_epochs > 0
     for key, value in result.overrides:
         assert config[key] == value
@@ -312,10 +312,10 @@ def test_scale_to_data_end_to_end_and_unscaled_mini_stops_clearly(tmp_path, real
 def test_every_result_can_be_timed_by_estimate(result):
     """--estimate's short timing run of every row is a valid run: e.g. report 001's
     optimizer rows warm up for a whole epoch, longer than the steps timed."""
-    from cifar_jax import config_base, optim
+    from cifar_jax import optim, validation
 
     config = reproduce.timing_config(reproduce.result_config(result, 0), 3)
-    config_base.validate_config(config)
+    validation.validate_config(config)
     optim.learning_rate_schedule(config, steps_per_epoch=4, total_steps=3)
     assert config.num_train_steps == 3 and config.data_source == "synthetic"
     assert config.batch_size == reproduce.result_config(result, 0).batch_size

@@ -198,9 +198,10 @@ def _grad_hlo(deterministic: bool) -> str:
     import jax
     import jax.numpy as jnp
 
-    from cifar_jax import config_base, models
+    from cifar_jax import config as config_lib
+    from cifar_jax import models
 
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.model, config.deterministic = "lenet", deterministic
     model = models.build_model(config, 10)
     x = jnp.zeros((2, 32, 32, 3))

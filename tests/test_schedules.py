@@ -13,12 +13,13 @@ import optax
 import pytest
 from test_train import tiny_config
 
-from cifar_jax import config_base, optim, train
+from cifar_jax import config as config_lib
+from cifar_jax import optim, train, validation
 from cifar_jax.errors import ConfigError
 
 
 def _config(**kw):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(kw)
     return config
 
@@ -213,7 +214,7 @@ def test_onecycle_momentum_needs_the_run_length_and_checks_its_range():
     for name in ("onecycle_base_momentum", "onecycle_max_momentum"):
         config = _config(schedule="onecycle", **{name: 1.0})
         with pytest.raises(ConfigError, match=name):
-            config_base.validate_config(config)
+            validation.validate_config(config)
 
 
 # ------------------------------------------------------------- epoch-stepped schedules
@@ -282,7 +283,7 @@ def test_epoch_stepping_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         optim.learning_rate_schedule(config, 10, 100)
     with pytest.raises(ConfigError, match=match):
-        config_base.validate_config(config)
+        validation.validate_config(config)
 
 
 # -------------------------------------------------------------- ReduceLROnPlateau
@@ -370,7 +371,7 @@ def test_plateau_threshold_mode_abs_and_rel_differ():
         _plateau_lrs([0.5, 0.56], plateau_threshold_mode="abs", **acc), [1e-3, 5e-4], rtol=1e-6
     )
     with pytest.raises(ConfigError, match="plateau_threshold_mode"):
-        config_base.validate_config(_config(plateau_threshold_mode="relative"))
+        validation.validate_config(_config(plateau_threshold_mode="relative"))
 
 
 def test_plateau_min_lr_and_eps():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_jax import config_base
+from cifar_jax import config as config_lib
 from cifar_jax.errors import ConfigError
 from cifar_jax.model_summary import num_classes_for, summarize, trainable_param_count
 
@@ -68,7 +68,7 @@ def test_one_config_per_model():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_uses_only_base_fields_and_matches_reproduction_count(path):
     config = load_config(path)
-    base = config_base.base_config()
+    base = config_lib.base_config()
     assert set(config.keys()) == set(base.keys()), "configs may only set base_config fields"
     for key in config.keys():
         assert type(config[key]) is type(base[key]), f"{key} changed type"
@@ -101,7 +101,7 @@ def test_lenet_and_resnet_recipes():
     ],
 )
 def test_summarize_ends_with_trainable_params_line(model, overrides, expected):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.model = model
     config.update(overrides)
     text = summarize(config)
@@ -109,7 +109,7 @@ def test_summarize_ends_with_trainable_params_line(model, overrides, expected):
 
 
 def test_summary_rows_add_up_to_the_total():
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.model = "basenet_residual"
     lines = summarize(config).splitlines()
     total = int(lines[-1].split(":")[1].replace(",", ""))
@@ -135,7 +135,7 @@ def test_summary_rows_add_up_to_the_total():
     ],
 )
 def test_num_classes_for(overrides, classes):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(overrides)
     assert num_classes_for(config) == classes
 
@@ -145,7 +145,7 @@ def test_num_classes_for(overrides, classes):
     [{"dataset": "svhn"}, {"class_subset": 11}, {"dataset": "cifar100", "label_type": "x"}],
 )
 def test_num_classes_for_rejects_bad_data_fields(overrides):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(overrides)
     with pytest.raises(ConfigError):
         num_classes_for(config)

@@ -290,10 +290,10 @@ def test_sigterm_stops_parallel_trials_after_each_saves_a_checkpoint(tiny, tmp_p
 def test_a_run_folder_another_process_holds_stops_the_sweep_not_recorded_as_failed(tmp_path):
     """A trial whose folder another live run holds is not a failed variant: the sweep
     stops (on main it wrote error.txt into the other run's folder and went on)."""
-    from cifar_jax import config_base
+    from cifar_jax import config as config_lib
     from cifar_jax.workdir import WorkdirInUseError, WorkdirLock
 
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(dict(data_source="synthetic", synthetic_train_examples=64,
                        synthetic_test_examples=32, batch_size=32, num_train_steps=1))  # fmt: skip
     with WorkdirLock(str(tmp_path), what="run"):

@@ -17,7 +17,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cifar_jax import config_base, losses, models, optim, parallel, steps, train
+from cifar_jax import config as config_lib
+from cifar_jax import losses, models, optim, parallel, steps, train
 from cifar_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_config(**overrides):
     """A seconds-long run: synthetic data, LeNet, a few steps."""
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_source="synthetic",
@@ -327,7 +328,7 @@ def test_unknown_config_field_is_rejected_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_lenet_learns_real_cifar10(tmp_path, real_data_root):
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_dir=str(real_data_root / "cifar10"), data_source="files", model="lenet",

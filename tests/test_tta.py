@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from cifar_jax import config_base, tta
+from cifar_jax import config as config_lib
+from cifar_jax import tta, validation
 from cifar_jax.data import pipeline
 from cifar_jax.errors import ConfigError
 
@@ -185,9 +186,9 @@ def test_an_invalid_mode_is_a_config_error(net):
         tta.check_mode("mirror")
     with pytest.raises(ConfigError, match="airbench"):  # the message lists the modes
         tta.make_probs_fn(model, MEAN, STD, "mirror")
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.tta = "airbench"
-    config_base.validate_config(config)
+    validation.validate_config(config)
     config.tta = "mirror"
     with pytest.raises(ConfigError, match="tta="):
-        config_base.validate_config(config)
+        validation.validate_config(config)

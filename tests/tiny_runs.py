@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifar_jax import config_base, train
+from cifar_jax import config as config_lib
+from cifar_jax import train
 
 REPO = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Path] = {}
@@ -19,7 +20,7 @@ _CACHE: dict[str, Path] = {}
 
 def tiny_eval_config(**overrides):
     """LeNet on 256 synthetic images for 2 epochs, with a validation split and flip TTA."""
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_source="synthetic",
@@ -82,7 +83,7 @@ def link_cifar10(real_data_root: Path, folder: Path) -> Path:
 
 def real_config(data_dir: Path, **overrides):
     """16 steps of a tiny model on 512 real CIFAR-10 training images (64 held out)."""
-    config = config_base.base_config()
+    config = config_lib.base_config()
     config.update(
         dict(
             data_source="files",

@@ -28,7 +28,7 @@ def run() -> None:
     from absl import app, flags
     from ml_collections import config_flags
 
-    from cifar_jax import config_base
+    from cifar_jax import validation
     from cifar_jax.commands import cli
 
     # landscape
@@ -102,7 +102,7 @@ def run() -> None:
                         raise ConfigError(f"--lrs: {x!r} is not a number.") from e
                 cli.prepare(configs[0])  # also sets up JAX; the other config is only checked
                 for c in configs[1:]:
-                    config_base.validate_config(c)
+                    validation.validate_config(c)
                 results = []
                 for c in configs:
                     print(

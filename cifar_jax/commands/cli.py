@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import ml_collections
 from absl import flags, logging
 
-from cifar_jax import config_base, runtime
+from cifar_jax import runtime, validation
 from cifar_jax.errors import CifarJaxError
 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks for errors.")
@@ -55,7 +55,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         _fail(
             f"unknown config field {field!r} in {bad[0] if bad else 'a --config override'}. "
             "Check the spelling; every field is listed and documented in "
-            "cifar_jax/config_base.py.",
+            "cifar_jax/config/fields.py.",
             2,
         )
     return []  # unreachable
@@ -89,7 +89,7 @@ def prepare(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Validates a training config (all of it, before any data is read) and sets up the
     process for it. Validation imports jax but does not start its backend, so the XLA
     flags prepare_process sets still apply."""
-    config_base.validate_config(config)
+    validation.validate_config(config)
     prepare_process(config)
     return config
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from absl import app, flags
 
-from cifar_jax import config_base
+from cifar_jax import validation
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.commands import cli
 from cifar_jax.errors import ConfigError
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> None:
         runs = plan(results, _SEEDS.value, workdir, _BUDGET.value, _DATA_FRACTION.value,
                     _DATA_DIR.value, _SCALE_TO_DATA.value)  # fmt: skip
         for run in runs:
-            config_base.validate_config(run.config)
+            validation.validate_config(run.config)
         cli.prepare_process(runs[0].config)
         from cifar_jax import train
 

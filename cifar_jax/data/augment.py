@@ -86,7 +86,7 @@ class AugmentConfig:
         """The config's augmentation; ``mean`` (in [0, 1] units, the one
         :func:`cifar_jax.data.pipeline.normalization_stats` gives) sets the erasing /
         cutout fill. The config's values are checked by
-        :func:`cifar_jax.config_base.validate_config`, not here."""
+        :func:`cifar_jax.validation.validate_config`, not here."""
         fill = (0, 0, 0)
         if mean is not None:
             fill = tuple(int(v) for v in np.clip(np.round(np.asarray(mean) * 255.0), 0, 255))

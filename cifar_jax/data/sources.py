@@ -823,7 +823,7 @@ def load_dataset(config) -> CifarData:
     training subset and normalisation statistics.
 
     ``config`` is an ``ml_collections.ConfigDict`` with the fields of
-    :func:`cifar_jax.config_base.base_config`.
+    :func:`cifar_jax.config_lib.base_config`.
     """
     dataset, label_type = config.dataset, config.label_type
     _check_dataset(dataset, label_type)
@@ -832,7 +832,7 @@ def load_dataset(config) -> CifarData:
     max_train = _non_negative_int(config, "max_train_examples")
     seed = int(config.seed)
     # class_subset <= num_classes, and val_examples against the source's definition, are
-    # checked by config_base.validate_config before any data is read.
+    # checked by validation.validate_config before any data is read.
     train, test, names, source, files = _load_source(config, dataset, label_type, num_subset)
     if num_subset:
         # Checked against the class count by validate_config, not against the labels present (a tiny

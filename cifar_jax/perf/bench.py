@@ -52,9 +52,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cifar_jax import config_base, runtime
+from cifar_jax import config as config_lib
+from cifar_jax import runtime, validation
 
-CONFIG_DIR = Path(config_base.resolve_config_path("configs"))  # as --config=configs/<id>.py
+CONFIG_DIR = Path(config_lib.resolve_config_path("configs"))  # as --config=configs/<id>.py
 TARGET_TRAIN_RATIO = 1.0
 TARGET_EVAL_RATIO = 1.0
 TARGET_PIPELINE_FACTOR = 3.0
@@ -74,7 +75,7 @@ def load_config(name: str, config_dir: Path = CONFIG_DIR):
     path = config_dir / f"{name}.py"
     if not path.exists():
         raise SystemExit(f"error: no config {path}; choose from {', '.join(seed_models())}")
-    return config_base.load_config_file(str(path))
+    return config_lib.load_config_file(str(path))
 
 
 # ------------------------------------------------------------------------------- timing
@@ -570,12 +571,12 @@ def apply_overrides(config, overrides: list[str]):
         if leaf not in node:
             raise SystemExit(
                 f"error: --override {key}: the config has no field {leaf!r} (the fields are "
-                "listed in cifar_jax/config_base.py)"
+                "listed in cifar_jax/config/fields.py)"
             )
         node[leaf] = _parse_value(text, node[leaf], key)
     if overrides:
         try:
-            config_base.validate_config(config)
+            validation.validate_config(config)
         except ConfigError as e:
             raise SystemExit(f"error: --override: {e}") from None
     return config

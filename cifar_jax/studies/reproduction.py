@@ -40,7 +40,8 @@ from typing import Any
 
 import ml_collections
 
-from cifar_jax import config_base, runtime
+from cifar_jax import config as config_lib
+from cifar_jax import runtime
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.data import sources
 from cifar_jax.errors import ConfigError, DataError
@@ -481,7 +482,7 @@ def timing_config(config: ml_collections.ConfigDict, steps: int) -> ml_collectio
     config.data_source = "synthetic"
     config.class_subset = config.max_train_examples = 0
     config.synthetic_train_examples = config.val_examples + (steps + 1) * config.batch_size
-    config.synthetic_test_examples = config_base.eval_batch_size(config)
+    config.synthetic_test_examples = config_lib.eval_batch_size(config)
     config.test_checkpoint, config.early_stopping_patience = "final", 0
     # The schedule's shape does not change a step's cost, and a warmup longer than the
     # timed steps (report 001's optimizer rows warm up for an epoch) would stop the timing.

@@ -39,7 +39,8 @@ from typing import IO, Any
 
 import ml_collections
 
-from cifar_jax import config_base, preemption, runtime
+from cifar_jax import config as config_lib
+from cifar_jax import preemption, runtime, validation
 from cifar_jax import workdir as workdir_lib
 from cifar_jax.errors import CifarJaxError, ConfigError, TrainingError
 
@@ -95,7 +96,7 @@ def parallel_trials(sweep: ml_collections.ConfigDict) -> int:
     return int(n)
 
 
-load_config_file = config_base.load_config_file  # base_config paths resolve as --config= does
+load_config_file = config_lib.load_config_file  # base_config paths resolve as --config= does
 
 
 def variant_config(
@@ -113,7 +114,7 @@ def variant_config(
     if unknown:
         raise ConfigError(
             f"sweep variant {variant!r} overrides unknown config field(s) {unknown}; the "
-            "fields are listed in cifar_jax/config_base.py."
+            "fields are listed in cifar_jax/config/fields.py."
         )
     with config.unlocked():
         for key, value in overrides.items():
@@ -125,7 +126,7 @@ def variant_config(
         config.num_epochs = max(1, round(config.num_epochs * sweep.budget))
     if sweep.data_fraction < 1:
         config.max_train_examples = _reduced_examples(config, sweep.data_fraction)
-    config_base.validate_config(config)
+    validation.validate_config(config)
     return config
 
 
