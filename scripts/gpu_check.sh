@@ -298,7 +298,7 @@ stage airbench94 "${TRAIN[@]}" --config.half_precision=true "${AIRBENCH[@]}"
 stage tests_cpu env -u JAX_PLATFORMS -u CIFAR_JAX_TEST_PLATFORM "$PY" -m pytest -q \
   -p no:cacheprovider "${TEST_CPU_ARGS[@]}"
 
-BENCH_CMD=("$PY" -m cifar_jax.bench "${BENCH_DATA[@]}")
+BENCH_CMD=("$PY" -m cifar_jax bench "${BENCH_DATA[@]}")
 stage bench_bf16 "${BENCH_CMD[@]}" "--out=$OUT/bench_bf16" "${BENCH_BF16[@]}" \
   --override=half_precision=true
 stage bench_f32 "${BENCH_CMD[@]}" "--out=$OUT/bench_f32" "${BENCH[@]}"

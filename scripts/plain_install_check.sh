@@ -33,13 +33,13 @@ echo "== train 4 steps, then rerun to 8 (resume)"
 "$py" -m cifar_jax.main "${tiny[@]}" --config.num_train_steps=8 --workdir=run | tee resume.log
 grep -q "Resumed from checkpoint at step 4" resume.log
 echo "== evaluate"
-"$py" -m cifar_jax.evaluate --workdir=run
+"$py" -m cifar_jax evaluate --workdir=run
 echo "== predict an image file"
 "$py" -c "from PIL import Image; Image.new('RGB', (40, 30), (200, 30, 30)).save('red.png')"
-"$py" -m cifar_jax.predict --workdir=run red.png --json > predict.json
+"$py" -m cifar_jax predict --workdir=run red.png --json > predict.json
 "$py" -c "import json; p = json.load(open('predict.json')); assert p, p"
 echo "== export stablehlo (checked against the package)"
-"$py" -m cifar_jax.export --workdir=run --format=stablehlo --out=run.jax
+"$py" -m cifar_jax export --workdir=run --format=stablehlo --out=run.jax
 test -s run.jax
 echo "== load_run(...).predict"
 "$py" - <<'PY'

@@ -715,6 +715,41 @@ def table_relayout_bench() -> str:
     return "\n".join(lines)
 
 
+RELAYOUT_STEP2 = "docs/records/relayout_step2.json"
+
+
+def table_relayout_step2() -> str:
+    """Step 2 of the re-layout, before and after: each config's compiled train step and
+    the weights after 6 real training steps."""
+    r = _record(RELAYOUT_STEP2)
+    before, after = r["before"], r["after"]
+    lines = [
+        f"| program | before ({before['commit'][:7]}) | after ({after['commit'][:7]}) | same |",
+        "|---|---|---|---|",
+    ]
+    for name, digest in before["compiled_train_step"].items():
+        other = after["compiled_train_step"].get(name)
+        lines.append(
+            f"| {name} train step (compiled) | `{digest}` | `{other}` | "
+            f"{'yes' if digest == other else '**no**'} |"
+        )
+    for name, run in before["trained_6_steps"].items():
+        b, a = run["state_sha256"], after["trained_6_steps"][name]["state_sha256"]
+        lines.append(
+            f"| {name}, `state_sha256` after 6 steps | `{b[:16]}` | `{a[:16]}` | "
+            f"{'yes' if a == b else '**no**'} |"
+        )
+    lines += [
+        "",
+        f"{cpu_label(r['cpu'])}, 2 cores, jax {r['jax']}, {r['made'][:10]}. Compiled step: "
+        "XLA's optimized program with source locations stripped "
+        "(`scripts/compiled_step_hash.py`; `@bf16`: `half_precision=True`). Training: "
+        f"`python -m cifar_jax.main` on the real CIFAR-10 with `{' '.join(r['short_run'])}`. "
+        f"Record: `{RELAYOUT_STEP2}`, made by `{r['command']}`.",
+    ]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "readme_headline": table_readme_headline,
     "airbench_runs": table_airbench_runs,
