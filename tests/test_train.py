@@ -238,7 +238,9 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
 
     calls: list[str] = []
     monkeypatch.setattr(data, "load_dataset", slowed(data.load_dataset, 3.0, calls))
-    monkeypatch.setattr(experiment, "build", slowed(experiment.build, 2.0, calls))
+    # The model, optimizer and state: experiment.build's _assemble, after the data phase
+    # (build also loads the data, so a delay planted on build itself lands in the data).
+    monkeypatch.setattr(experiment, "_assemble", slowed(experiment._assemble, 2.0, calls))
     monkeypatch.setattr(checkpoint, "save", slowed(checkpoint.save, 0.3, calls))
     config = tiny_config(num_epochs=2, val_examples=32, tta="flip")
     config.checkpoint_every_steps = 0  # one periodic save per epoch
@@ -247,7 +249,7 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
     elapsed = time.monotonic() - started
     t = results["time"]
     saves = calls.count("save")
-    assert calls.count("load_dataset") == calls.count("build") == 1 and saves >= 2
+    assert calls.count("load_dataset") == calls.count("_assemble") == 1 and saves >= 2
     assert 3.0 <= t["data_seconds"] < 3.0 + 2.0
     assert 2.0 <= t["init_seconds"]
     assert 0.3 * saves <= t["checkpoint_seconds"] <= t["training_seconds"] < elapsed - 5.0
