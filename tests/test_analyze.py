@@ -76,6 +76,7 @@ def test_landscape_center_is_the_trained_loss(tmp_path_factory, tmp_path):
     assert json.loads((tmp_path / "landscape.json").read_text())["seed"] == 1
 
 
+@pytest.mark.slow
 def test_batchnorm_sweep_records_and_plots(tmp_path):
     results = [
         analyze.bn_sweep(_config(name), lrs=(0.1, 0.05), steps=3, log=lambda _: None)

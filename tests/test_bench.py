@@ -74,7 +74,7 @@ def test_bench_model_runs_on_a_tiny_model():
         "results": records,
     }
     table = bench.markdown(report)
-    assert "| lenet | 62,006 | 16 |" in table
+    assert "| lenet | 62,006 | 16 | float32 |" in table
     assert "python -m cifar_jax bench --models=lenet" in table
     # The record and its table name the code they measured (docs/bench/bench.json once
     # had commit null).
@@ -328,3 +328,40 @@ def test_companion_clis_take_overrides_like_bench(module, argv, monkeypatch, tmp
     monkeypatch.setattr(runtime, "configure_process", lambda **kwargs: None)
     with pytest.raises(SystemExit, match="no field 'no_such_field'"):
         cli.main([*argv, "--override=no_such_field=1", f"--out={tmp_path}"])
+
+
+def test_precisions_bench_each_model_in_each_and_the_table_says_which(monkeypatch, tmp_path):
+    """``--precisions=float32,bf16`` runs one worker per model and precision, bf16 with
+    half_precision=true (bug caught: the flag ignored, every row float32), and the table
+    has a precision column that reads the record (bug caught: two rows of one model that
+    the table cannot tell apart)."""
+    import json
+    import subprocess
+
+    cmds = []
+    real_run = subprocess.run
+
+    def fake_run(cmd, **kwargs):
+        if "--worker" not in cmd:  # git, for the record's commit
+            return real_run(cmd, **kwargs)
+        cmds.append(cmd)
+        half = "--override=half_precision=true" in cmd
+        side = {"jax_images_per_second": 1.0, "torch_images_per_second": 1.0, "ratio": 1.0,
+                "ratios": [1.0], "jax_rounds": [1.0], "torch_rounds": [1.0]}  # fmt: skip
+        record = {
+            "model": "lenet", "params": 62006, "batch_size": 16, "half_precision": half,
+            "train": side, "eval": side, "train_compile_seconds": 1.0,
+            "train_step_memory_mb": None, "pipeline_images_per_second": 10.0,
+            "pipeline_factor": 10.0, "loop_data_wait_fraction": 0.0, "loadavg": [0.0],
+        }  # fmt: skip
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps([record]) + "\n")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    argv = ["--models=lenet", "--batch_sizes=16", "--precisions=float32,bf16", f"--out={tmp_path}"]
+    assert bench.main(argv) == 0
+    assert [("--override=half_precision=true" in c) for c in cmds] == [False, True]
+    table = (tmp_path / "bench.md").read_text()
+    assert "| lenet | 62,006 | 16 | float32 |" in table
+    assert "| lenet | 62,006 | 16 | bf16 |" in table
+    with pytest.raises(SystemExit, match="precisions"):
+        bench.main(["--models=lenet", "--precisions=fp8", f"--out={tmp_path}"])

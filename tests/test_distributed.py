@@ -10,6 +10,10 @@ from pathlib import Path
 
 import held
 import numpy as np
+import pytest
+
+# Several processes each (jax.distributed on localhost): minutes; CI runs them.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Several processes each (jax.distributed on localhost): minutes; CI runs them.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 ARGS = [

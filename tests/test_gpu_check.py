@@ -66,6 +66,7 @@ def _run(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, dict]
 
 
 @needs_bash
+@pytest.mark.slow
 def test_cpu_mode_on_synthetic_data_records_every_stage_and_prints_the_table_last(tmp_path):
     proc, summary = _run(
         tmp_path,
@@ -108,6 +109,7 @@ def test_cpu_mode_on_synthetic_data_records_every_stage_and_prints_the_table_las
 
 
 @needs_bash
+@pytest.mark.slow
 def test_a_stage_the_budget_stops_is_cut_and_not_a_failure(tmp_path):
     """A stage that would run on past the budget is stopped and recorded as `cut`, the next
     one, with too little budget left, is not started (`cut`), and the check passes. The

@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 from test_distributed import ARGS, _train_losses, one_process_run
 
+# Several processes each (jax.distributed on localhost): minutes; CI runs them.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

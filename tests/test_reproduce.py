@@ -57,6 +57,7 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+@pytest.mark.slow
 def test_runs_every_seed_once_and_writes_the_tables(tiny_runs):
     workdir, _, out = tiny_runs
     # The second call trains lenet seed 1 and the baseline's two seeds, nothing else:
@@ -175,6 +176,7 @@ def test_full_budget_rows_are_compared_with_the_report(tmp_path):
     assert rows["003_baseline"]["seeds"] == [42]  # report 003's recipes seed from 42
 
 
+@pytest.mark.slow
 def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root, capsys):
     # 002 tests its best-validation checkpoint: a short timing run must not trip on it.
     ids = "000_basenet_residual,001_loss_focal,001_loss_cross_entropy_smooth,002_cnn_bn_dropout"

@@ -139,6 +139,7 @@ def test_sigterm_stops_the_whole_sweep_and_a_rerun_finishes_it(tiny, tmp_path):
     assert rows["relu"]["test_accuracy_per_seed"] == want["relu"]["test_accuracy_per_seed"][:1]
 
 
+@pytest.mark.slow
 def test_trials_run_apart_then_summarize_gives_the_same_table(tiny, tmp_path):
     """What a Slurm job array does: --list, one --trial per task, then --summarize."""
     config, full = tiny
@@ -219,6 +220,7 @@ def _timeless(row: dict) -> dict:
     return {k: v for k, v in row.items() if "seconds" not in k}
 
 
+@pytest.mark.slow
 def test_parallel_trials_match_the_sequential_sweep_and_get_a_memory_share(tiny, tmp_path):
     """Two trials at once (seed 0 of both variants), each in its own process: the same
     parameters (state_sha256) and summary rows as the sequential sweep; each process got

@@ -291,6 +291,7 @@ def _committed_steps(workdir: Path) -> list[int]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_bitwise_identical_params(tmp_path):
     straight = tmp_path / "straight"
     out = subprocess.run(

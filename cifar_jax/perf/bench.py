@@ -3,6 +3,7 @@
     python -m cifar_jax bench                                  # every configs/*.py, b128 + b512
     python -m cifar_jax bench --models=lenet,resnet --batch_sizes=128,512 --out=bench_out
     python -m cifar_jax bench --models=resnet_small --override=half_precision=true  # bf16
+    python -m cifar_jax bench --models=lenet,vgg_a_bn --precisions=float32,bf16  # each in both
 
 On the CPU both sides share the cores; where JAX's backend is a GPU and torch sees CUDA,
 the torch twin runs on that GPU too. ``--override=field=value`` (repeatable) sets a config
@@ -444,6 +445,15 @@ def missed_targets(r: dict[str, Any]) -> list[str]:
     return missed
 
 
+# --precisions: the overrides each precision adds to a model's config.
+PRECISIONS = {"float32": [], "bf16": ["--override=half_precision=true"]}
+
+
+def precision_of(record: dict[str, Any]) -> str:
+    """A bench record's precision as the table and --precisions name it."""
+    return "bf16" if record.get("half_precision") else "float32"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -465,10 +475,10 @@ def markdown(report: dict[str, Any]) -> str:
         "memory analysis of the train step; load = the machine's 1-min load average around "
         "the measurement (other processes).",
         "",
-        "| model | params | batch | jax train | torch train | train ratio | jax eval | "
-        "torch eval | eval ratio | compile (s) | mem (MB) | pipeline img/s (x) | wait | "
-        "load | targets met |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | params | batch | precision | jax train | torch train | train ratio | "
+        "jax eval | torch eval | eval ratio | compile (s) | mem (MB) | pipeline img/s (x) | "
+        "wait | load | targets met |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["results"]:
         t, e = r["train"], r["eval"]
@@ -480,7 +490,7 @@ def markdown(report: dict[str, Any]) -> str:
 
         label = r["model"] + "".join(f" `{o}`" for o in r.get("overrides") or [])
         lines.append(
-            f"| {label} | {r['params']:,} | {r['batch_size']} | "
+            f"| {label} | {r['params']:,} | {r['batch_size']} | {precision_of(r)} | "
             f"{f(t['jax_images_per_second'])} | {f(t['torch_images_per_second'])} | "
             f"{_ratio_cell(t)} | {f(e['jax_images_per_second'])} | "
             f"{f(e['torch_images_per_second'])} | {_ratio_cell(e)} | "
@@ -507,6 +517,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench_results", help="folder for bench.json / bench.md")
     p.add_argument("--data_source", default="synthetic", help="config.data_source to use")
     p.add_argument("--no_torch", action="store_true", help="measure the jax side only")
+    p.add_argument(
+        "--precisions",
+        default="float32",
+        help="comma-separated float32,bf16: each model in each (bf16: half_precision=true, "
+        "the PyTorch twin under torch.autocast in bfloat16)",
+    )
     add_override_argument(p)
     p.add_argument("--table_from", default="", help="only re-render this bench.json's table")
     p.add_argument(
@@ -655,9 +671,12 @@ def main(argv: list[str] | None = None) -> int:
     passthrough += [f"--override={o}" for o in args.override]
     passthrough += ["--no_torch"] if args.no_torch else []
     passthrough += ["--default_malloc"] if args.default_malloc else []
-    for name in names:
+    precisions = [x for x in args.precisions.split(",") if x]
+    if set(precisions) - set(PRECISIONS):
+        raise SystemExit(f"error: --precisions={args.precisions}: use {', '.join(PRECISIONS)}")
+    for name, precision in [(n, x) for n in names for x in precisions]:
         cmd = [sys.executable, "-m", "cifar_jax", "bench", "--worker", f"--models={name}"]
-        cmd += passthrough
+        cmd += passthrough + PRECISIONS[precision]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
         if proc.returncode:
             report["failed"][name] = proc.returncode
