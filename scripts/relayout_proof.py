@@ -91,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         "short_run": SHORT_RUN,
         "before": before,
         "after": after,
-        # Every compile of every program gave one text, the same before and after.
+        # Each program compiled to the same texts before as after (a program whose compile
+        # varies between processes counts as the same if both sides gave the same set).
         "same_programs": all(
-            len(set(before["compiled_train_step"][n] + after["compiled_train_step"][n])) == 1
+            set(before["compiled_train_step"][n]) == set(after["compiled_train_step"][n])
             for n in HASHED
         ),
+        # The programs that compiled to more than one text on either side.
+        "varying_programs": [
+            n
+            for n in HASHED
+            if len(set(before["compiled_train_step"][n] + after["compiled_train_step"][n])) > 1
+        ],
         "same_weights": all(
             before["trained_6_steps"][n]["state_sha256"]
             == after["trained_6_steps"][n]["state_sha256"]

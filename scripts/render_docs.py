@@ -686,12 +686,12 @@ def table_py312_check() -> str:
 RELAYOUT = "docs/bench/relayout"
 
 
-def table_relayout_bench() -> str:
+def table_relayout_bench(folder: str = RELAYOUT) -> str:
     """The re-layout's before/after bench runs, alternated: train ratio jax / PyTorch."""
     from cifar_jax.perf import bench
 
     order = ["before1", "after1", "before2", "after2"]
-    runs = {name: _record(f"{RELAYOUT}/{name}/bench.json") for name in order}
+    runs = {name: _record(f"{folder}/{name}/bench.json") for name in order}
     models = [r["model"] for r in runs["before1"]["results"]]
     lines = [
         "| model | " + " | ".join(order) + " |",
@@ -709,13 +709,19 @@ def table_relayout_bench() -> str:
         "",
         "Train ratio jax / PyTorch, median / best rounds. Commits: "
         + ", ".join(f"{n} {c}" for n, c in commits.items())
-        + f"; {'; '.join(cpus)}, 2 cores. Records: `{RELAYOUT}/<run>/bench.json`, made by "
+        + f"; {'; '.join(cpus)}, 2 cores. Records: `{folder}/<run>/bench.json`, made by "
         f"`{runs['before1']['command']}`.",
     ]
     return "\n".join(lines)
 
 
 RELAYOUT_STEP2 = "docs/records/relayout_step2.json"
+RELAYOUT2_BENCH = "docs/bench/relayout2"
+
+
+def table_relayout2_bench() -> str:
+    """Step 2's before/after bench runs, alternated, as step 1's."""
+    return table_relayout_bench(RELAYOUT2_BENCH)
 
 
 def table_relayout_step2() -> str:
@@ -734,7 +740,7 @@ def table_relayout_step2() -> str:
 
     for name, digests in before["compiled_train_step"].items():
         others = after["compiled_train_step"][name]
-        same = len(set(digests + others)) == 1
+        same = set(digests) == set(others)
         lines.append(
             f"| {name} train step (compiled) | {compiles(digests)} | {compiles(others)} | "
             f"{'yes' if same else '**no**'} |"
@@ -749,7 +755,8 @@ def table_relayout_step2() -> str:
         "",
         f"{cpu_label(r['cpu'])}, 2 cores, jax {r['jax']}, {r['made'][:10]}. Compiled step: "
         "XLA's optimized program with source locations stripped, compiled in separate "
-        "processes (the count of each text after its hash) "
+        "processes (the count of each text after its hash; *same*: the same texts before "
+        "and after) "
         "(`scripts/compiled_step_hash.py`; `@bf16`: `half_precision=True`). Training: "
         f"`python -m cifar_jax.main` on the real CIFAR-10 with `{' '.join(r['short_run'])}`. "
         f"Record: `{RELAYOUT_STEP2}`, made by `{r['command']}`.",
