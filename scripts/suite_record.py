@@ -17,7 +17,10 @@ import xml.etree.ElementTree as ET
 
 import jax
 
-from cifar_jax import runtime
+# The checkout the suite ran in (python puts scripts/ first on the path, and an editable
+# install may point at another checkout): its commit is the one the record names.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cifar_jax import runtime  # noqa: E402
 
 SLOWEST = 30
 
