@@ -774,6 +774,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "report003_final": table_report003_final,
     "bench_table": table_bench,
     "relayout_bench": table_relayout_bench,
+    "relayout_step2": table_relayout_step2,
     "gpu_gate": table_gpu_gate,
     "suite_without_onednn": table_suite_without_onednn,
     "py312_check": table_py312_check,
