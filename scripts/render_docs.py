@@ -777,6 +777,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "relayout_step2": table_relayout_step2,
     "gpu_gate": table_gpu_gate,
     "suite_without_onednn": table_suite_without_onednn,
+    "suite_durations": table_suite_durations,
     "py312_check": table_py312_check,
 }
 
