@@ -637,8 +637,8 @@ def table_suite_durations() -> str:
         + f". {s['passed']} passed, {s['skipped']} skipped, {len(s['failed'])} failed; "
         f"started {s['started_utc']}, commit {short(s['commit'])}, {cpu_label(s['cpu'])}, "
         f"2 cores, Python {s['python']}, jax {s['jax']}; load average {s['loadavg_before']} "
-        f"before, {s['loadavg_after']} after (the suite alone keeps it near 2)"
-        + f". Record: `{SUITE_DURATIONS}` (`{s['what']}`).",
+        f"before, {s['loadavg_after']} after (1-minute averages on 2 cores; above 2, "
+        "something shared them)" + f". Record: `{SUITE_DURATIONS}` (`{s['what']}`).",
     ]
     return "\n".join(lines)
 
