@@ -216,6 +216,15 @@ def test_unknown_override_in_a_variant_is_rejected(tiny):
         sweep.variant_config(s, "relu", 0)
 
 
+@pytest.mark.parametrize("bad", ["smoothing_0.3", "a/b", ""])
+def test_a_variant_name_no_folder_can_hold_is_a_config_error_naming_the_fix(bad):
+    # Bug caught: a dotted name reached ml_collections, which stopped the sweep with a bare
+    # ValueError about "dotted keys" that named neither the variant rule nor the fix.
+    with pytest.raises(sweep.ConfigError, match="letters, digits"):
+        sweep.sweep_config(name="t", title="t", base_config="configs/lenet.py",
+                           variants={bad: {}})  # fmt: skip
+
+
 def _timeless(row: dict) -> dict:
     return {k: v for k, v in row.items() if "seconds" not in k}
 

@@ -69,6 +69,15 @@ def sweep_config(
     base_overrides: dict[str, Any] | None = None,
 ) -> ml_collections.ConfigDict:
     """The ConfigDict every ``configs/sweeps/*.py`` returns (see SWEEP_FIELDS)."""
+    for variant in variants:
+        # A variant names a run folder and a ConfigDict key, which takes no dots; say so
+        # here instead of ml_collections' ValueError from deep inside the ConfigDict.
+        if not variant or "." in variant or "/" in variant:
+            raise ConfigError(
+                f"sweep {name!r}: variant name {variant!r} is not usable as a folder and "
+                "config key; use letters, digits, '_' and '-' only (e.g. 'smoothing_0p3' "
+                "for 0.3)."
+            )
     c = ml_collections.ConfigDict()
     c.name = name
     c.title = title
