@@ -9,6 +9,7 @@ all of them. The same code runs on 1 CPU, 8 simulated CPU devices, GPUs and many
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -370,6 +371,46 @@ _LOST_ELSEWHERE = (
 )
 
 
+def resolve_precision(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[ml_collections.ConfigDict, str | None]:
+    """``config`` as this run computes it, and why it computes in float32 where
+    ``half_precision_fallback`` turned bf16 off (None where nothing changed).
+
+    With ``half_precision`` and ``half_precision_fallback``, a run on a CPU whose oneDNN
+    has no AMX bf16 path computes in float32 (``kernels.half_precision_fallback_reason``:
+    the platform of the devices it runs on, not the default backend). Decided once per run:
+    a workdir whose ``config.json`` records a fallback run keeps the precision recorded
+    there, so a run resumed on another machine does not change precision halfway."""
+    if not (config.half_precision and config.half_precision_fallback):
+        return config, None
+    recorded = _recorded_config(workdir)
+    if recorded.get("half_precision_fallback") and isinstance(recorded.get("half_precision"), bool):
+        half = recorded["half_precision"]
+        reason = None if half else "as recorded when this run started (its config.json)"
+    else:
+        reason = kernels.half_precision_fallback_reason(jax.devices()[0].platform)
+        half = reason is None
+    if half:
+        return config, None
+    resolved = copy.deepcopy(config)
+    with resolved.unlocked():
+        resolved.half_precision = False
+        resolved.cpu_bf16_kernel_grads = False  # chooses between bf16 kernels; none run
+    return resolved, reason
+
+
+def _recorded_config(workdir: str) -> dict[str, Any]:
+    """The workdir's ``config.json`` ({} if it has none or it cannot be read: the resume
+    checks name that problem where it matters)."""
+    try:
+        with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
 def _train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.WorkdirLock | None = None
 ) -> dict[str, Any]:
@@ -388,6 +429,12 @@ def _train_and_evaluate(
             f"{jax.device_count()} device(s) ({jax.devices()[0].platform}), "
             f"{jax.process_count()} process(es)."
         )
+
+    # config.half_precision_fallback: the precision of this run, decided before anything
+    # is built from it (the config saved, checkpointed and tested is the one that ran).
+    config, fallback = resolve_precision(config, workdir)
+    if fallback:
+        _console(f"half_precision_fallback: computing in float32, {fallback}.")
 
     # The run, set up in one place: mesh and batch checks, data, run length, normalization,
     # model, schedule, optimizer, state and jitted steps (experiment.build).
@@ -618,6 +665,7 @@ def _train_and_evaluate(
         "cpu": runtime.cpu_description(),
         "convolutions": kernels.conv_backend(),
         "half_precision": precision_note,
+        "half_precision_fallback": fallback,  # why bf16 was asked for but float32 ran
         "commit": runtime.git_commit(),
         "dataset_source": dataset.source,
         "data_files": dataset.files,  # what the files hold: complete, a class cut, a subset

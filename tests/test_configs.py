@@ -12,11 +12,42 @@ from cifar_jax.studies import sweep
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
 
+# Config files named for a recipe, not for the model they train.
+RECIPE_CONFIGS = {"fast94": "airbench94_muon"}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_file_is_valid(path):
     config = sweep.load_config_file(str(path))
     validation.validate_config(config)
-    assert config.model == path.stem
+    assert config.model == RECIPE_CONFIGS.get(path.stem, path.stem)
+
+
+def test_fast94_is_the_recipe_its_records_ran():
+    """configs/fast94.py is what docs/fast.md says it is: airbench94_muon with the epochs
+    and precision of the ``muon_bf16_10ep*`` runs, every field of those runs' recorded
+    config equal but the seed, the data folder and the fallback (which decides the
+    precision where bf16 would be slow, and is in no record older than itself). Bug
+    caught: a recipe edited in one place (the config or the docs' records) and not the
+    other, so the headline numbers stop being the headline command's."""
+    import json
+
+    fast = sweep.load_config_file("configs/fast94.py").to_dict()
+    muon = sweep.load_config_file("configs/airbench94_muon.py").to_dict()
+    changed = {k for k in fast if fast[k] != muon[k]}
+    assert changed == {"num_epochs", "num_train_steps", "half_precision",
+                       "cpu_bf16_kernel_grads", "half_precision_fallback"}  # fmt: skip
+    root = Path(__file__).resolve().parents[1] / "docs" / "fast" / "runs"
+    records = sorted(root.glob("muon_bf16_10ep*/seed_*/results.json"))
+    assert records
+    for path in records:
+        ran = json.loads(path.read_text())["config"]
+        differ = {
+            k for k in ran if k in fast and k not in ("seed", "data_dir") and ran[k] != fast[k]
+        }
+        # JSON has no tuples: compare lists as lists.
+        differ = {k for k in differ if not (isinstance(ran[k], list) and list(fast[k]) == ran[k])}
+        assert not differ, (path, {k: (ran[k], fast[k]) for k in differ})
 
 
 def test_report003_recipe_is_shared_by_its_adam_configs():

@@ -6,6 +6,7 @@ learns as well as float32."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,10 +20,11 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_lowering import REPO, load
+from tiny_runs import tiny_eval_config
 
 from cifar_jax import config as config_lib
+from cifar_jax import kernels, models, optim, parallel, steps, train, validation
 from cifar_jax import model_summary as summary
-from cifar_jax import models, optim, parallel, steps, train, validation
 from cifar_jax.errors import ConfigError
 from cifar_jax.kernels import fast_ops, onednn
 
@@ -316,3 +318,72 @@ def test_lenet_with_half_precision_learns_as_well_as_float32(tmp_path, real_data
     f32, bf16 = f32_run["test_accuracy"], bf16_run["test_accuracy"]
     assert f32 > 0.35, f32
     assert abs(bf16 - f32) <= 0.02, (bf16, f32)
+
+
+@pytest.mark.parametrize(
+    "probe, amx",
+    [
+        ((True, "ISA avx512_core_amx; brgconv:avx512_core_amx"), True),
+        ((True, "ISA avx512_core_fp16; brgconv:avx512_core_bf16"), False),  # AVX512_BF16
+        ((False, "oneDNN unavailable: no compiler"), False),
+    ],
+)
+def test_the_fallback_keeps_bf16_on_amx_and_on_gpus_only(monkeypatch, probe, amx):
+    """Bug caught: a fallback keyed on bf16_available(), which AVX512_BF16 alone passes,
+    would keep bf16 on the CPUs where it is slower than float32 (docs/fast.md)."""
+    monkeypatch.setattr(onednn, "_bf16_support", lambda: probe)
+    assert onednn.bf16_on_amx() is amx
+    reason = onednn.half_precision_fallback_reason("cpu")
+    assert (reason is None) is amx
+    if reason:
+        assert probe[1] in reason and "slower than float32" in reason
+    assert onednn.half_precision_fallback_reason("gpu") is None
+
+
+def _fallback_config(**changes):
+    return tiny_eval_config(
+        half_precision=True, half_precision_fallback=True, cpu_bf16_kernel_grads=True, **changes
+    )
+
+
+def test_a_fallback_run_is_the_float32_run_and_says_why(tmp_path, monkeypatch):
+    """On a CPU without AMX (the probe's answer faked: CI may draw an AMX machine) a
+    half_precision_fallback run trains the float32 program, bit for bit, and its log
+    record, results.json and config.json say it fell back. Bugs caught: the saved config
+    changed but the step still built in bf16 (the state would differ), or a run that fell
+    back recording nothing of why."""
+    monkeypatch.setattr(kernels, "half_precision_fallback_reason", lambda platform: "no AMX")
+    f32 = train.train_and_evaluate(tiny_eval_config(), str(tmp_path / "f32"))
+    fell_back = train.train_and_evaluate(_fallback_config(), str(tmp_path / "fallback"))
+    assert fell_back["state_sha256"] == f32["state_sha256"]
+    assert fell_back["half_precision"] is None and f32["half_precision_fallback"] is None
+    assert fell_back["half_precision_fallback"] == "no AMX"
+    saved = json.loads((tmp_path / "fallback" / "config.json").read_text())
+    assert saved["half_precision"] is False and saved["half_precision_fallback"] is True
+    assert saved["cpu_bf16_kernel_grads"] is False
+    # Where bf16 is kept, the run is the bf16 run (its results say what ran the convs).
+    monkeypatch.setattr(kernels, "half_precision_fallback_reason", lambda platform: None)
+    kept = train.train_and_evaluate(_fallback_config(), str(tmp_path / "kept"))
+    assert kept["half_precision"].startswith("bfloat16") and kept["half_precision_fallback"] is None
+
+
+def test_a_resumed_fallback_run_keeps_the_precision_it_started_with(tmp_path, monkeypatch):
+    """The precision is decided when a run starts: resumed on a machine that decides the
+    other way, it keeps what its config.json records. Bug caught: a run started in bf16
+    on an AMX machine and resumed without AMX (or the reverse) would switch precision
+    halfway with nothing recorded."""
+    config = _fallback_config()
+    for started_in_bf16, here in ((True, "no AMX"), (False, None)):
+        monkeypatch.setattr(
+            kernels, "half_precision_fallback_reason", lambda platform, here=here: here
+        )
+        fresh, why = train.resolve_precision(config, str(tmp_path / "new"))
+        assert fresh.half_precision is (here is None) and why == here  # a new run: this machine
+        workdir = tmp_path / f"started_bf16_{started_in_bf16}"
+        workdir.mkdir()
+        recorded = dict(config.to_dict(), half_precision=started_in_bf16)
+        (workdir / "config.json").write_text(json.dumps(recorded))
+        resumed, why = train.resolve_precision(config, str(workdir))
+        assert resumed.half_precision is started_in_bf16
+        assert (why is None) is started_in_bf16
+    assert config.half_precision is True  # the caller's config is not changed

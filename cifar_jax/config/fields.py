@@ -138,6 +138,13 @@ def base_config() -> ml_collections.ConfigDict:
     # slower) on cores shared with another busy process, hence off by default. No effect
     # on GPUs/TPUs. See cifar_jax/kernels/onednn.py (bf16_kernel_grads).
     c.cpu_bf16_kernel_grads = False
+    # With half_precision: compute in float32 instead where bf16 is known to be slower than
+    # float32, a CPU whose oneDNN runs bf16 convs without AMX (AVX512_BF16 alone, or no
+    # bf16 path at all); GPUs/TPUs and AMX CPUs keep bf16. Decided once, when a run starts
+    # (a resumed run keeps the precision its config.json records); the log and
+    # results.json `half_precision` say which ran and why. For recipes meant to run as
+    # written anywhere (configs/fast94.py). No effect with half_precision=False.
+    c.half_precision_fallback = False
     # Models with a data-dependent initializer (airbench94's whitening stem) set it from
     # this many training images (the first ones of the split, normalized, not augmented)
     # before the first step. Ignored by other models.

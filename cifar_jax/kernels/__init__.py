@@ -17,7 +17,9 @@ XLA:CPU computes it.
   oneDNN convs run per shard of (:mod:`cifar_jax.kernels.onednn`).
 * :mod:`cifar_jax.kernels.levers`: the switches that turn each CPU form off at trace time.
 * :func:`conv_backend`, :func:`half_precision_note`: what runs this process's convs and
-  its bf16 compute, for the trainer's log and ``results.json``.
+  its bf16 compute, for the trainer's log and ``results.json``;
+  :func:`half_precision_fallback_reason`: why a ``half_precision_fallback`` run computes
+  in float32 here (None where bf16 is kept).
 """
 
 from cifar_jax.kernels import levers
@@ -30,7 +32,12 @@ from cifar_jax.kernels.fast_ops import (
     normalize,
 )
 from cifar_jax.kernels.lowering import cpu_kernels_on, platform_step
-from cifar_jax.kernels.onednn import batch_sharded_over, conv_backend, half_precision_note
+from cifar_jax.kernels.onednn import (
+    batch_sharded_over,
+    conv_backend,
+    half_precision_fallback_reason,
+    half_precision_note,
+)
 
 __all__ = [
     "batch_norm_train",
@@ -40,6 +47,7 @@ __all__ = [
     "conv_input",
     "cpu_kernels_on",
     "gelu",
+    "half_precision_fallback_reason",
     "half_precision_note",
     "levers",
     "max_pool2x2",

@@ -180,6 +180,25 @@ def bf16_available() -> bool:
     return _bf16_support()[0]
 
 
+def bf16_on_amx() -> bool:
+    """Whether oneDNN runs this CPU's bf16 convs on AMX (its probed ISA names ``amx``): the
+    one CPU bf16 path measured faster than float32 here; with AVX512_BF16 alone bf16 ran
+    slower than float32 (docs/fast.md, "The machines")."""
+    ok, info = _bf16_support()
+    return ok and "amx" in info.split(";")[0]
+
+
+def half_precision_fallback_reason(platform: str) -> str | None:
+    """Why a ``half_precision_fallback`` run on ``platform`` (the platform of the devices it
+    runs on) computes in float32, or None where it keeps bf16 (GPU, TPU, a CPU with AMX)."""
+    if platform != "cpu" or bf16_on_amx():
+        return None
+    return (
+        f"this CPU's oneDNN has no AMX bf16 path ({bf16_info()}), where bf16 runs slower "
+        "than float32"
+    )
+
+
 def bf16_info() -> str:
     """The ISA and oneDNN implementations found by the bf16 probe, or why it failed."""
     return _bf16_support()[1]
