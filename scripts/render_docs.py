@@ -241,6 +241,55 @@ def table_airbench_runs() -> str:
     return "\n".join(lines)
 
 
+# The phases of a run's ``time`` record (train.PhaseClock), in the order they happen.
+_PHASES = (
+    ("startup_seconds", "start-up"),
+    ("data_seconds", "data"),
+    ("init_seconds", "init"),
+    ("compile_seconds", "compile"),
+    ("training_seconds", "training"),
+    ("checkpoint_seconds", "of which checkpoint saves"),
+    ("test_seconds", "test"),
+    ("tta_seconds", "TTA"),
+    ("other_seconds", "other"),
+)
+
+
+def table_fast_time_split() -> str:
+    """Where the wall time of each run group goes, from the runs' ``time`` records (groups
+    whose every run has one): mean seconds per phase, and each phase's share of the
+    wall time."""
+    head = " | ".join(label for _, label in _PHASES)
+    lines = [
+        f"| runs | precision | seeds | wall, min | {head} | CPU (2 cores) | commit |",
+        "|---|---|---:|---:|" + "---:|" * len(_PHASES) + "---|---|",
+    ]
+    timed = [(name, rs) for name, rs in _fast_groups() if all((r.get("time") or {}) for r in rs)]
+    for name, rs in timed:
+        wall = statistics.fmean(r["time"]["wall_seconds"] for r in rs)
+        cells = []
+        for key, _ in _PHASES:
+            mean = statistics.fmean(r["time"][key] for r in rs)
+            cells.append(f"{mean:.0f} s ({100 * mean / wall:.0f}%)")
+        lines.append(
+            f"| [{name}](fast/runs/{name}) | {precision(rs[0])} | {len(rs)} "
+            f"| {_minutes(wall)} | {' | '.join(cells)} | {_cpus(rs)} | {_commits(rs)} |"
+        )
+    records = [r for _, rs in timed for r in rs]
+    lines += [
+        "",
+        "Mean seconds per run (share of the wall time), from each run's `time` record "
+        "(`results.json`), which runs record from commit 37e6823 on: *wall* from process "
+        "start to `results.json` written; *start-up*: interpreter, imports, flags, config "
+        "and workdir lock; *data*: reading and checking the files; *init*: model, optimizer "
+        "and state (the whitening init included); *compile*: the train step, ahead of time; "
+        "*training*: the loop (steps, validation and checkpoint saves, the saves also given "
+        "apart); *test* and *TTA*: the final evaluations, each compiling its own step; "
+        f"*other*: what no phase names. {_source(FAST_RUNS, records, 'python -m cifar_jax.main')}",
+    ]
+    return "\n".join(lines)
+
+
 def table_readme_headline() -> str:
     """Time to 94%: the airbench groups of 3+ seeds whose mean TTA accuracy is 94% or
     more, fastest first; the seed reports reproduced; speed against PyTorch."""
@@ -767,6 +816,7 @@ def table_relayout_step2() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "readme_headline": table_readme_headline,
     "airbench_runs": table_airbench_runs,
+    "fast_time_split": table_fast_time_split,
     "reproduction": table_reproduction,
     "reproduction_mini": table_reproduction_mini,
     "report000_readings": table_report000_readings,
