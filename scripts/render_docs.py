@@ -50,6 +50,7 @@ REPRO_FIRST20 = "docs/reproduction/first20"
 REPRO_ESTIMATES = "docs/reproduction/estimates.json"
 REPRO_MINI = "docs/reproduction/cifar100_mini.json"
 READINGS = "docs/reproduction/runs/report000_readings"
+READINGS_001 = "docs/reproduction/runs/report001_readings"
 BENCH = "docs/bench/bench.json"
 
 # CPU labels: the records name family and model numbers; these name the part's class
@@ -428,6 +429,96 @@ def table_report000_readings() -> str:
         "",
         f"Records: `{READINGS}/<variant>/seed_0/results.json` (seed 0 each); made by "
         "`python -m cifar_jax sweep --config=configs/sweeps/report000_readings.py`.",
+    ]
+    return "\n".join(lines)
+
+
+# Report 001's CPU-sized rows (sections 2 and 4) and the coefficient readings of
+# configs/sweeps/report001_readings.py, whose variants read these rows' numbers.
+_ROWS_001 = (
+    "001_cnn_baseline",
+    "001_augmentation",
+    "001_lr_schedule",
+    "001_loss_focal",
+    "001_loss_cross_entropy_smooth",
+    "001_loss_cross_entropy_l2",
+)
+_READS_001 = {"l2_": "001_loss_cross_entropy_l2", "smoothing_": "001_loss_cross_entropy_smooth"}
+# Config fields a record's change from the baseline CNN is not read from.
+_NOT_A_CHANGE = {"seed", "data_dir", "model"}
+
+
+def _change_from(base: dict[str, Any], config: dict[str, Any]) -> str:
+    """The fields where a run's recorded config differs from the baseline CNN's recipe."""
+    diff = []
+    for key in sorted(config):
+        if key in _NOT_A_CHANGE or key not in base:
+            continue
+        a, b = base[key], config[key]
+        if (list(a) if isinstance(a, tuple) else a) != b:
+            diff.append(f"{key}={b}")
+    return ", ".join(diff) or "none (the baseline)"
+
+
+def _end_of_run(folder: Path) -> tuple[float, float] | None:
+    """(training accuracy % of the last epoch, dropout on, mean of its logged steps; the
+    learning rate at the last logged step) from a run's metrics.jsonl, or None."""
+    if not (folder / "metrics.jsonl").exists():
+        return None
+    train = [m for m in _read_jsonl(folder / "metrics.jsonl") if m.get("split") == "train"]
+    last = train[-1]["epoch"]
+    epoch = [m for m in train if last - 1 < m["epoch"] <= last]
+    return 100 * statistics.fmean(m["accuracy"] for m in epoch), train[-1]["learning_rate"]
+
+
+def table_report001_readings() -> str:
+    """Report 001's CPU-sized rows seed by seed, with what each run's metrics.jsonl says of
+    its end (training accuracy, learning rate), beside the coefficient readings."""
+    from cifar_jax import config as config_lib
+    from cifar_jax.studies import reproduction as reproduce
+
+    base = config_lib.load_config_file("configs/cnn_baseline.py").to_dict()  # the code's
+    reported = {r.id: r.reported for r in reproduce.RESULTS}
+    groups = [(f"{REPRO_RUNS}/{row}", row, reported[row]) for row in _ROWS_001]
+    for variant in sorted({Path(p).relative_to(READINGS_001).parts[0] for p, _ in
+                           run_records(READINGS_001)}):  # fmt: skip
+        row = next(r for prefix, r in _READS_001.items() if variant.startswith(prefix))
+        groups.append((f"{READINGS_001}/{variant}", f"reading of {row}", reported[row]))
+    lines = [
+        "| runs | change from the baseline CNN's recipe | reported % | test accuracy % by seed "
+        "| mean ± std | last epoch: training accuracy % | last learning rate |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    records = []
+    for folder, what, report in groups:
+        runs = sorted(run_records(folder), key=lambda pr: pr[1]["seed"])
+        records += [r for _, r in runs]
+        acc = [100 * r["test_accuracy"] for _, r in runs]
+        mean, std = _mean_std(acc)
+        ends = [e for p, _ in runs if (e := _end_of_run(ROOT / Path(p).parent))]
+        by_seed = ", ".join(f"{a:.2f} ({r['seed']})" for a, (_, r) in zip(acc, runs, strict=True))
+        train = (
+            f"{statistics.fmean(e[0] for e in ends):.1f} ({len(ends)} of {len(runs)} runs)"
+            if ends
+            else "not logged"
+        )
+        lrs = sorted({f"{e[1]:g}" for e in ends})
+        lines.append(
+            f"| [{Path(folder).name}]({Path(folder).relative_to('docs')})"
+            f"{f' ({what})' if what != Path(folder).name else ''} "
+            f"| {_change_from(base, runs[0][1]['config'])} | {report:.2f} | {by_seed} "
+            f"| {mean:.2f} ± {std:.2f} | {train} | {', '.join(lrs) or 'not logged'} |"
+        )
+    lines += [
+        "",
+        "Test accuracy of each run (seed in brackets); *last epoch*: the mean training "
+        "accuracy of the last epoch's logged steps (dropout on) and the learning rate at "
+        "the last step, from the runs' `metrics.jsonl` (the runs made before it was "
+        "committed have `results.json` only). The change is read from each run's recorded "
+        f"config against `configs/cnn_baseline.py`. Records: `{REPRO_RUNS}/<result>/` and "
+        f"`{READINGS_001}/<variant>/` (`python -m cifar_jax sweep "
+        "--config=configs/sweeps/report001_readings.py`); commits "
+        f"{_commits(records)}; CPUs: {_cpus(records)}.",
     ]
     return "\n".join(lines)
 
@@ -820,6 +911,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "reproduction": table_reproduction,
     "reproduction_mini": table_reproduction_mini,
     "report000_readings": table_report000_readings,
+    "report001_readings": table_report001_readings,
     "report003_readings": table_report003_readings,
     "report003_final": table_report003_final,
     "bench_table": table_bench,

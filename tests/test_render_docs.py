@@ -186,3 +186,42 @@ def test_no_record_under_docs_is_ignored_by_git():
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert [p for p in ignored if p.endswith((".json", ".jsonl"))] == []
+
+
+def test_a_change_from_the_baseline_is_read_from_the_recorded_config(rd):
+    """Bug caught: a recorded config read back from JSON has lists where the config file
+    has tuples, so every field of tuple type (widths, ...) would be named as a change;
+    and the seed or the data folder, which every run sets, named as one."""
+    from cifar_jax import config as config_lib
+
+    base = config_lib.load_config_file(str(REPO / "configs" / "cnn_baseline.py")).to_dict()
+    recorded = json.loads(json.dumps(base))  # tuples become lists, as in results.json
+    assert any(isinstance(v, tuple) for v in base.values())
+    recorded.update(seed=2, data_dir="/elsewhere")
+    assert rd._change_from(base, recorded) == "none (the baseline)"
+    recorded.update(label_smoothing=0.3, l2_penalty=0.01)
+    assert rd._change_from(base, recorded) == "l2_penalty=0.01, label_smoothing=0.3"
+
+
+def test_the_time_split_is_each_phase_of_the_records_and_its_share(rd):
+    """Bug caught: a phase read from the wrong key or a share of the wrong total: every
+    cell is the mean of its phase over the group's records, and its share of their mean
+    wall time."""
+    import statistics
+
+    from cifar_jax.train import PhaseClock
+
+    # The phases are the trainer's own, in its order, with the saves inside training and
+    # what no phase names at the end.
+    phases = list(PhaseClock.PHASES)
+    phases.insert(phases.index("training_seconds") + 1, "checkpoint_seconds")
+    assert [key for key, _ in rd._PHASES] == [*phases, "other_seconds"]
+    table = rd.table_fast_time_split()
+    timed = [(n, rs) for n, rs in rd._fast_groups() if all(r.get("time") for r in rs)]
+    assert timed
+    for name, rs in timed:
+        row = next(line for line in table.splitlines() if line.startswith(f"| [{name}]"))
+        wall = statistics.fmean(r["time"]["wall_seconds"] for r in rs)
+        for key, _ in rd._PHASES:
+            mean = statistics.fmean(r["time"][key] for r in rs)
+            assert f"| {mean:.0f} s ({100 * mean / wall:.0f}%) |" in row, key
