@@ -443,7 +443,11 @@ _ROWS_001 = (
     "001_loss_cross_entropy_smooth",
     "001_loss_cross_entropy_l2",
 )
-_READS_001 = {"l2_": "001_loss_cross_entropy_l2", "smoothing_": "001_loss_cross_entropy_smooth"}
+_READS_001 = {
+    "l2_": "001_loss_cross_entropy_l2",
+    "smoothing_": "001_loss_cross_entropy_smooth",
+    "lr_": "001_lr_schedule",
+}
 # Config fields a record's change from the baseline CNN is not read from.
 _NOT_A_CHANGE = {"seed", "data_dir", "model"}
 

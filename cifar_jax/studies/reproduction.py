@@ -65,13 +65,13 @@ class SeedResult:
 # 001's "aug" and "LR sched" steps of Table 3: the baseline CNN with the augmentation the
 # report added, then with its ReduceLROnPlateau on validation accuracy (the residual step
 # is configs/resnet_small.py).
-_AUG_001 = (
+AUGMENTATION_001 = (
     ("random_crop_padding", 4),
     ("random_flip", True),
     ("autoaugment", "cifar10"),
     ("normalization", "mean_std"),
 )
-_PLATEAU_001 = (
+PLATEAU_001 = (
     ("val_examples", 5_000),
     ("schedule", "plateau"),
     ("plateau_metric", "val_accuracy"),
@@ -96,14 +96,16 @@ RESULTS: tuple[SeedResult, ...] = (
     SeedResult("000_basenet_residual", "000", "sec. 3.2", "configs/basenet_residual.py", 63.0),
     SeedResult("000_deepnet", "000", "sec. 4", "configs/deepnet.py", 90.0, note="'~90%'"),
     SeedResult("001_cnn_baseline", "001", "sec. 1, Table 1", "configs/cnn_baseline.py", 82.35),
-    SeedResult("001_augmentation", "001", "sec. 2", "configs/cnn_baseline.py", 82.31, _AUG_001),
+    SeedResult(
+        "001_augmentation", "001", "sec. 2", "configs/cnn_baseline.py", 82.31, AUGMENTATION_001
+    ),
     SeedResult(
         "001_lr_schedule",
         "001",
         "sec. 2",
         "configs/cnn_baseline.py",
         83.08,
-        _AUG_001 + _PLATEAU_001,
+        AUGMENTATION_001 + PLATEAU_001,
     ),  # fmt: skip
     SeedResult("001_residual", "001", "sec. 2", "configs/resnet_small.py", 87.43),
     *_sweep_rows(
