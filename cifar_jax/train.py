@@ -242,27 +242,39 @@ def hold_workdir(workdir: str, what: str = "run") -> Iterator[workdir_lib.Workdi
             lock.release()
 
 
+# Runs this process has started. The first counts its time from process start (the
+# interpreter's start-up and imports are its cost); a later one, as sweep and reproduce
+# train several in one process, from its own call: else its time record would include
+# every run before it.
+_runs_started = 0
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns results.
 
     The workdir is held for the whole run: a second run started on it stops at once."""
+    global _runs_started
+    origin = 0.0 if _runs_started == 0 else runtime.process_seconds()
+    _runs_started += 1
     validation.validate_config(config)  # before any data is read (Python API callers too)
     workdir = workdir_lib.prepare(workdir)
     with hold_workdir(workdir) as lock:
-        return _train_and_evaluate(config, workdir, lock)
+        return _train_and_evaluate(config, workdir, lock, origin)
 
 
 class PhaseClock:
-    """Where a run's time goes, from process start to ``results.json``, for its ``time``
-    record. :meth:`end` closes a phase (the time since the previous phase ended); parts
+    """Where a run's time goes, from its start to ``results.json``, for its ``time``
+    record. The start (``origin``, seconds after process start) is the process start for
+    a process's first run (:func:`runtime.process_seconds`: interpreter start-up and
+    imports count) and the ``train_and_evaluate`` call for a later one.
+    :meth:`end` closes a phase (the time since the previous phase ended); parts
     (:meth:`part`) are time spent inside a phase, given apart (checkpoint saves and
-    validation inside training). :meth:`record` closes the run: ``wall_seconds`` from
-    process start (:func:`runtime.process_seconds`: interpreter start-up and imports
-    count) to now, every phase, and ``other_seconds`` for what no phase names, so the
-    phases add up to ``wall_seconds``."""
+    validation inside training). :meth:`record` closes the run: ``wall_seconds`` from the
+    start to now, every phase, ``other_seconds`` for what no phase names, so the phases
+    add up to ``wall_seconds``, and ``origin`` saying which start it was."""
 
     PHASES = (
-        "startup_seconds",  # process start -> training code: imports, flags, config, lock
+        "startup_seconds",  # start -> training code: imports (first run), flags, config, lock
         "data_seconds",  # reading and checking the data set
         "init_seconds",  # model, optimizer, state (whitening init), checkpoint restore
         "compile_seconds",  # the train step, compiled ahead of time
@@ -271,10 +283,15 @@ class PhaseClock:
         "tta_seconds",  # the test with test-time augmentation (compile included)
     )
 
-    def __init__(self):
+    def __init__(self, origin: float = 0.0):
+        self.origin = origin
         self._last = runtime.process_seconds()
-        self.times: dict[str, float] = {"startup_seconds": self._last}
+        self.times: dict[str, float] = {"startup_seconds": self._last - origin}
         self.parts: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        """Seconds since the run's start."""
+        return runtime.process_seconds() - self.origin
 
     def end(self, phase: str) -> None:
         now = runtime.process_seconds()
@@ -289,10 +306,11 @@ class PhaseClock:
         finally:
             self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
 
-    def record(self) -> dict[str, float]:
-        wall = runtime.process_seconds()
+    def record(self) -> dict[str, Any]:
+        wall = self.elapsed()
         phases = {name: self.times.get(name, 0.0) for name in self.PHASES}
         return {
+            "origin": "process start" if self.origin == 0.0 else "train_and_evaluate call",
             "wall_seconds": wall,
             **phases,
             "other_seconds": wall - sum(phases.values()),
@@ -412,10 +430,13 @@ def _recorded_config(workdir: str) -> dict[str, Any]:
 
 
 def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, lock: workdir_lib.WorkdirLock | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    lock: workdir_lib.WorkdirLock | None = None,
+    origin: float = 0.0,
 ) -> dict[str, Any]:
     is_main = jax.process_index() == 0
-    clock = PhaseClock()  # where the process's time goes, for results.json
+    clock = PhaseClock(origin)  # where the run's time goes, for results.json
     runtime.git_commit()  # the code this process loaded, read now (cached for results.json)
 
     def data_loaded(dataset: data.CifarData, steps_per_epoch: int, total_steps: int) -> None:
@@ -571,8 +592,9 @@ def _train_and_evaluate(
                         "target_split": "val" if dataset.val is not None else "test",
                         "target_step": step,
                         "target_epoch": epoch,
-                        # From process start: everything up to this evaluation's end.
-                        "time_to_target_seconds": runtime.process_seconds(),
+                        # From the run's start (time.origin): everything up to this
+                        # evaluation's end.
+                        "time_to_target_seconds": clock.elapsed(),
                         # Training steps alone (evaluations and checkpoint saves left out).
                         "time_to_target_train_seconds": pause_start - loop_start - paused_seconds,
                     }
@@ -580,7 +602,7 @@ def _train_and_evaluate(
                         f"Target accuracy {config.target_accuracy} reached after epoch {epoch} "
                         f"({target['target_split']} accuracy {val['accuracy']:.4f}), "
                         f"{target['time_to_target_train_seconds']:.1f} s of training, "
-                        f"{target['time_to_target_seconds']:.1f} s since the process started."
+                        f"{target['time_to_target_seconds']:.1f} s since the run started."
                     )
                     stopped_early = True
             if step % checkpoint_every == 0 or step == total_steps or stopping or stopped_early:

@@ -229,7 +229,9 @@ _FAST_LEGEND = (
     "first training step to the TTA number (`train_seconds + test_seconds + "
     "test_tta_seconds`), which leaves out start-up, data load, model init, compile and "
     "checkpoint saves. *Wall time*: `time.wall_seconds`, from process start to "
-    "`results.json` written, everything included; recorded by runs from commit 37e6823 on."
+    "`results.json` written, everything included (a run trained after another in one "
+    "process, as a sweep trains them, counts from its own start: `time.origin`); recorded "
+    "by runs from commit 37e6823 on."
 )
 
 
@@ -281,12 +283,13 @@ def table_fast_time_split() -> str:
         "",
         "Mean seconds per run (share of the wall time), from each run's `time` record "
         "(`results.json`), which runs record from commit 37e6823 on: *wall* from process "
-        "start to `results.json` written; *start-up*: interpreter, imports, flags, config "
-        "and workdir lock; *data*: reading and checking the files; *init*: model, optimizer "
-        "and state (the whitening init included); *compile*: the train step, ahead of time; "
-        "*training*: the loop (steps, validation and checkpoint saves, the saves also given "
-        "apart); *test* and *TTA*: the final evaluations, each compiling its own step; "
-        f"*other*: what no phase names. {_source(FAST_RUNS, records, 'python -m cifar_jax.main')}",
+        "start (`time.origin`) to `results.json` written; *start-up*: interpreter, "
+        "imports, flags, config and workdir lock; *data*: reading and checking the files; "
+        "*init*: model, optimizer and state (the whitening init included); *compile*: the "
+        "train step, ahead of time; *training*: the loop (steps, validation and checkpoint "
+        "saves, the saves also given apart); *test* and *TTA*: the final evaluations, each "
+        "compiling its own step; *other*: what no phase names. "
+        f"{_source(FAST_RUNS, records, 'python -m cifar_jax.main')}",
     ]
     return "\n".join(lines)
 

@@ -244,6 +244,7 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save", slowed(checkpoint.save, 0.3, calls))
     config = tiny_config(num_epochs=2, val_examples=32, tta="flip")
     config.checkpoint_every_steps = 0  # one periodic save per epoch
+    monkeypatch.setattr(train, "_runs_started", 0)  # as this process's first run
     started = time.monotonic()
     results = train.train_and_evaluate(config, str(tmp_path))
     elapsed = time.monotonic() - started
@@ -260,6 +261,27 @@ def test_the_time_record_puts_each_phase_in_its_field(tmp_path, monkeypatch):
     assert 0 <= t["other_seconds"] < 1.0
     # The wall time runs from this (pytest's) process start, before the run began.
     assert t["wall_seconds"] > elapsed and t["startup_seconds"] >= t["wall_seconds"] - elapsed
+    assert t["origin"] == "process start"
+
+
+def test_a_later_run_in_one_process_times_itself_not_the_runs_before_it(tmp_path, monkeypatch):
+    """sweep and reproduce train their runs one after another in one process. Bug caught:
+    every run's wall time (and its start-up phase, and a time to target) counted from the
+    process start, so a sweep's second run recorded the first one's time as its own."""
+    monkeypatch.setattr(train, "_runs_started", 0)
+    durations, times = [], []
+    for name in ("first", "second"):
+        started = time.monotonic()
+        results = train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path / name))
+        durations.append(time.monotonic() - started)
+        times.append(results["time"])
+    first, second = times
+    assert first["origin"] == "process start" and first["wall_seconds"] > durations[0]
+    assert second["origin"] == "train_and_evaluate call"
+    assert 0 < second["wall_seconds"] <= durations[1]  # the process had run > durations[0]
+    assert second["startup_seconds"] < 0.5 * durations[1] and durations[0] > 1.0
+    phases = [second[k] for k in train.PhaseClock.PHASES]
+    assert sum(phases) + second["other_seconds"] == pytest.approx(second["wall_seconds"])
 
 
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):

@@ -283,7 +283,7 @@ def base_config() -> ml_collections.ConfigDict:
     # watches: "val_accuracy" (higher is better) or "val_loss" (lower is better).
     c.best_metric = "val_accuracy"
     # Stop as soon as an end-of-epoch check (plain, no TTA) reaches this accuracy, and
-    # report time_to_target_seconds (from process start) in results.json; checked on the
+    # report time_to_target_seconds (from the run's start) in results.json; checked on the
     # validation split if there is one, else on the test split. 0 = off. (airbench's own
     # protocol is a fixed budget whose final TTA accuracy is the number: target 0.)
     c.target_accuracy = 0.0
