@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_configs import RECIPE_CONFIGS
 
 from cifar_jax import config as config_lib
 from cifar_jax.errors import ConfigError
@@ -38,6 +39,7 @@ EXPECTED = {
     # Not a report model: airbench94.py's make_net() (docs/fast.md).
     "airbench94": 1_972_792,
     "airbench94_muon": 1_972_792,
+    "fast94": 1_972_792,  # airbench94_muon's net, as the fastest recipe (docs/fast.md)
 }
 
 
@@ -72,7 +74,7 @@ def test_config_uses_only_base_fields_and_matches_reproduction_count(path):
     assert set(config.keys()) == set(base.keys()), "configs may only set base_config fields"
     for key in config.keys():
         assert type(config[key]) is type(base[key]), f"{key} changed type"
-    assert config.model == path.stem
+    assert config.model == RECIPE_CONFIGS.get(path.stem, path.stem)
     assert trainable_param_count(config) == EXPECTED[path.stem]
 
 
