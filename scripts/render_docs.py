@@ -467,15 +467,22 @@ def _change_from(base: dict[str, Any], config: dict[str, Any]) -> str:
     return ", ".join(diff) or "none (the baseline)"
 
 
-def _end_of_run(folder: Path) -> tuple[float, float] | None:
+def _end_of_run(folder: Path) -> tuple[float, float, float | None] | None:
     """(training accuracy % of the last epoch, dropout on, mean of its logged steps; the
-    learning rate at the last logged step) from a run's metrics.jsonl, or None."""
+    learning rate at the last logged step; the last validation accuracy %, None without
+    a split) from a run's metrics.jsonl, or None without one."""
     if not (folder / "metrics.jsonl").exists():
         return None
-    train = [m for m in _read_jsonl(folder / "metrics.jsonl") if m.get("split") == "train"]
+    rows = _read_jsonl(folder / "metrics.jsonl")
+    train = [m for m in rows if m.get("split") == "train"]
+    val = [m for m in rows if m.get("split") == "val"]
     last = train[-1]["epoch"]
     epoch = [m for m in train if last - 1 < m["epoch"] <= last]
-    return 100 * statistics.fmean(m["accuracy"] for m in epoch), train[-1]["learning_rate"]
+    return (
+        100 * statistics.fmean(m["accuracy"] for m in epoch),
+        train[-1]["learning_rate"],
+        100 * val[-1]["accuracy"] if val else None,
+    )
 
 
 def table_report001_readings() -> str:
@@ -493,8 +500,9 @@ def table_report001_readings() -> str:
         groups.append((f"{READINGS_001}/{variant}", f"reading of {row}", reported[row]))
     lines = [
         "| runs | change from the baseline CNN's recipe | reported % | test accuracy % by seed "
-        "| mean ± std | last epoch: training accuracy % | last learning rate |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "| mean ± std | validation accuracy % by seed: best / last epoch "
+        "| last epoch: training accuracy % | last learning rate |",
+        "|---|---|---:|---|---:|---|---:|---:|",
     ]
     records = []
     for folder, what, report in groups:
@@ -510,15 +518,24 @@ def table_report001_readings() -> str:
             else "not logged"
         )
         lrs = sorted({f"{e[1]:g}" for e in ends})
+        val = ", ".join(
+            f"{100 * r['best_val_accuracy']:.2f} / "
+            + (f"{e[2]:.2f}" if (e := _end_of_run(ROOT / Path(p).parent)) else "not logged")
+            for p, r in runs
+            if r.get("best_val_accuracy") is not None
+        )
         lines.append(
             f"| [{Path(folder).name}]({Path(folder).relative_to('docs')})"
             f"{f' ({what})' if what != Path(folder).name else ''} "
             f"| {_change_from(base, runs[0][1]['config'])} | {report:.2f} | {by_seed} "
-            f"| {mean:.2f} ± {std:.2f} | {train} | {', '.join(lrs) or 'not logged'} |"
+            f"| {mean:.2f} ± {std:.2f} | {val or 'no validation split'} | {train} "
+            f"| {', '.join(lrs) or 'not logged'} |"
         )
     lines += [
         "",
-        "Test accuracy of each run (seed in brackets); *last epoch*: the mean training "
+        "Test accuracy of each run (seed in brackets; the model of the last step is "
+        "tested); validation accuracy, for the rows with a held-out split: the best epoch's "
+        "(`results.json`) and the last epoch's; *last epoch*: the mean training "
         "accuracy of the last epoch's logged steps (dropout on) and the learning rate at "
         "the last step, from the runs' `metrics.jsonl` (the runs made before it was "
         "committed have `results.json` only). The change is read from each run's recorded "
