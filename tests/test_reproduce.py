@@ -194,6 +194,9 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     assert est["full_recipe_steps"] == 100 * (40_000 // 1024)
     assert est["images_per_second"] > 0
     assert est["estimated_seconds"] == pytest.approx(3900 * 1024 / est["images_per_second"])
+    # Each timing says the load it ran under (bug caught: estimates made on shared cores
+    # that nothing in the record could tell from ones made alone).
+    assert len(est["loadavg"]) == 3 and focal["loadavg"] == smooth["loadavg"]
     row = reproduce.summarize(runs, 1.0, 1.0, estimates, 1, str(tmp_path))
     assert "not yet run here; est." in reproduce.to_markdown(row)
     assert not list(tmp_path.glob("tmp*")), "the timing run's folder was left behind"
@@ -205,6 +208,7 @@ def test_estimate_times_real_steps_for_results_not_run(tmp_path, real_data_root,
     assert "estimate: " not in capsys.readouterr().out
     assert again[smooth_id]["images_per_second"] == focal["images_per_second"]
     assert again[smooth_id]["estimated_seconds"] == pytest.approx(smooth["estimated_seconds"])
+    assert again[smooth_id]["loadavg"] == focal["loadavg"]
     assert saved == [set(estimates)]
 
 

@@ -442,6 +442,7 @@ def estimate(
                 "train_images_per_second": row["images_per_second"],
                 "steps": row["timed_steps"], "cpu": row.get("cpu"),
                 "device_kind": row.get("device_kind"), "commit": row.get("commit"),
+                "loadavg": row.get("loadavg"),
             })  # fmt: skip
     for run in runs:
         if run.result.id in out or finished(run) is not None:
@@ -455,6 +456,8 @@ def estimate(
                 print(f"estimate: {run.result.id}: timing {config.num_train_steps} steps",
                       flush=True)  # fmt: skip
                 timed[key] = train.train_and_evaluate(config, tmp)
+                # Whether the timing had the cores to itself: the load it ran under.
+                timed[key]["loadavg"] = [round(x, 2) for x in os.getloadavg()]
         results = timed[key]
         per_second = results["train_images_per_second"]
         out[run.result.id] = {
@@ -467,6 +470,9 @@ def estimate(
             "cpu": results.get("cpu"),
             "device_kind": results.get("device_kind"),
             "commit": results.get("commit"),
+            # 1, 5 and 15 minute load averages when the timing ended (None: timed before
+            # they were recorded): above the core count, other work shared the cores.
+            "loadavg": results.get("loadavg"),
             "throughput_key": [_norm(k) for k in key],
         }
         if save is not None:
