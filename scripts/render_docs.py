@@ -510,7 +510,8 @@ def table_report001_readings() -> str:
         records += [r for _, r in runs]
         acc = [100 * r["test_accuracy"] for _, r in runs]
         mean, std = _mean_std(acc)
-        ends = [e for p, _ in runs if (e := _end_of_run(ROOT / Path(p).parent))]
+        end_of = {p: _end_of_run(ROOT / Path(p).parent) for p, _ in runs}  # read once
+        ends = [e for e in end_of.values() if e]
         by_seed = ", ".join(f"{a:.2f} ({r['seed']})" for a, (_, r) in zip(acc, runs, strict=True))
         train = (
             f"{statistics.fmean(e[0] for e in ends):.1f} ({len(ends)} of {len(runs)} runs)"
@@ -520,7 +521,7 @@ def table_report001_readings() -> str:
         lrs = sorted({f"{e[1]:g}" for e in ends})
         val = ", ".join(
             f"{100 * r['best_val_accuracy']:.2f} / "
-            + (f"{e[2]:.2f}" if (e := _end_of_run(ROOT / Path(p).parent)) else "not logged")
+            + (f"{end_of[p][2]:.2f}" if end_of[p] else "not logged")
             for p, r in runs
             if r.get("best_val_accuracy") is not None
         )
